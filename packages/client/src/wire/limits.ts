@@ -1,0 +1,54 @@
+/** Block size of the store. Volume sizes are multiples of it; IO may use any byte range. */
+export const BLOCK_SIZE_BYTES = 4096;
+
+/** Largest `length` (and `data`) of one IO request. Larger IO must be split by the caller (the SDK does). */
+export const IO_REQUEST_BYTES_MAX = 4 * 1024 * 1024;
+
+/**
+ * Most requests one `Io` stream may have unanswered. A server answers the excess with
+ * `RESOURCE_EXHAUSTED`; the SDK never sends more (its window defaults lower).
+ */
+export const IO_STREAM_INFLIGHT_MAX = 1024;
+
+/**
+ * Most payload bytes (write data plus read lengths) one `Io` stream may have unanswered. A server
+ * answers the excess with `RESOURCE_EXHAUSTED`; the SDK's window stays below it.
+ */
+export const IO_STREAM_INFLIGHT_BYTES_MAX = 64 * 1024 * 1024;
+
+/** Envelope allowance on top of the payload of one message (field names, ids, volume name). */
+const MESSAGE_OVERHEAD_BYTES_MAX = 64 * 1024;
+
+/** Largest encoded message either side accepts (grpc-js defaults to 4 MiB, too small for a full 4 MiB write). */
+export const MESSAGE_BYTES_MAX = IO_REQUEST_BYTES_MAX + MESSAGE_OVERHEAD_BYTES_MAX;
+
+/** Largest volume: 1 PiB keeps every byte offset a safe integer with room to spare. */
+export const VOLUME_SIZE_BYTES_MAX = 2 ** 50;
+
+/** Volume names: 1-128 characters, letters, digits, `.`, `_`, `-`, starting with a letter or digit. */
+export const VOLUME_NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+
+/** Client session ids: 32 lowercase hex digits (128 random bits). */
+export const SESSION_ID_PATTERN = /^[0-9a-f]{32}$/;
+
+/**
+ * grpc-js channel and server options both sides should use so that a maximal IO message passes,
+ * and so dead connections are noticed (keepalive) rather than hanging a stream.
+ */
+export const GRPC_CHANNEL_OPTIONS = Object.freeze({
+  'grpc.max_receive_message_length': MESSAGE_BYTES_MAX,
+  'grpc.max_send_message_length': MESSAGE_BYTES_MAX,
+  'grpc.keepalive_time_ms': 10_000,
+  'grpc.keepalive_timeout_ms': 5_000,
+  'grpc.keepalive_permit_without_calls': 1,
+});
+
+/** grpc-js server options matching `GRPC_CHANNEL_OPTIONS` (allow the clients' keepalive pings). */
+export const GRPC_SERVER_OPTIONS = Object.freeze({
+  'grpc.max_receive_message_length': MESSAGE_BYTES_MAX,
+  'grpc.max_send_message_length': MESSAGE_BYTES_MAX,
+  'grpc.keepalive_time_ms': 10_000,
+  'grpc.keepalive_timeout_ms': 5_000,
+  'grpc.http2.min_ping_interval_without_data_ms': 5_000,
+  'grpc.keepalive_permit_without_calls': 1,
+});
