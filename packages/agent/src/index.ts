@@ -1,1 +1,21 @@
-export const packageName = '@rdl/agent';
+/**
+ * `@rdl/agent`: the node agent. Explicit export list; nothing else is public.
+ */
+export { AgentError, AgentErrorCode, codeOf } from './errors.js';
+export type {
+  OpenOptions,
+  VolumeHandle,
+  VolumeInfo,
+  VolumeProvider,
+  WriteOptions,
+  WriteZeroesOptions,
+} from './nbd/volume.js';
+export { MemoryVolumeProvider, checkRange } from './nbd/memory-volume.js';
+export type {
+  MemoryVolumeInterceptor,
+  MemoryVolumeOp,
+  MemoryVolumeProviderOptions,
+  MemoryVolumeStats,
+} from './nbd/memory-volume.js';
+export { NbdServer } from './nbd/server.js';
+export type { NbdCounters, NbdListenAddress, NbdServerOptions } from './nbd/server.js';
