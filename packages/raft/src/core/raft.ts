@@ -1,0 +1,1049 @@
+/**
+ * The Raft state machine: pure and synchronous, in the style of etcd's raft. Inputs are `step`
+ * (a message from a peer), `tick` (one unit of logical time), `propose`, `readIndex` and
+ * `transferLeadership`; the output is a {@link Ready} that the driver persists, sends and applies,
+ * then acknowledges with `persisted` and `appliedTo` (or both at once with `advance`).
+ *
+ * No IO, timers, promises, clock or Math.random here: time arrives as ticks and randomness from
+ * the injected {@link Random}, so a seed replays a run exactly.
+ */
+import type { ConfState, Entry, HardState, NodeId, Random, SnapshotMeta } from '../api.js';
+import { EntryType } from '../api.js';
+import { assert } from './assert.js';
+import { ENTRY_OVERHEAD_BYTES, RaftLog } from './log.js';
+import type { Message } from './messages.js';
+import { CAMPAIGN_TRANSFER, MessageType, PropRejectReason } from './messages.js';
+import { Progress, ProgressState } from './progress.js';
+import { VoteResult, jointMajorityValue, jointVoteResult } from './quorum.js';
+
+/** A node's role. `pre-candidate` is a node running a pre-vote before a real campaign. */
+export type Role = 'follower' | 'pre-candidate' | 'candidate' | 'leader';
+
+/** The core's configuration. Validated by the driver (`RaftNode`); the core asserts the basics. */
+export interface CoreConfig {
+  readonly id: NodeId;
+  /** Followers campaign after a random timeout in [e, 2e) ticks without hearing from a leader. */
+  readonly electionTimeoutTicks: number;
+  /** The leader sends heartbeats every this many ticks. Must be below electionTimeoutTicks. */
+  readonly heartbeatTicks: number;
+  readonly isPreVoteEnabled: boolean;
+  readonly isCheckQuorumEnabled: boolean;
+  /** Followers forward proposals to the leader instead of refusing them with RAFT_NOT_LEADER. */
+  readonly isProposalForwardingEnabled: boolean;
+  readonly inflightMessagesMax: number;
+  readonly inflightBytesMax: number;
+  readonly entryBytesMax: number;
+  readonly appendBatchBytesMax: number;
+  readonly uncommittedBytesMax: number;
+  /**
+   * Lease length in ticks for lease reads, already shortened by the clock-drift bound; 0 disables
+   * lease reads. Requires check-quorum (followers in a lease refuse to vote).
+   */
+  readonly leaseTicks: number;
+  /** Most bytes of committed entries handed out in one Ready. */
+  readonly applyBatchBytesMax: number;
+  readonly random: Random;
+}
+
+/** The state the core starts from, as loaded from Storage and the state machine. */
+export interface CoreState {
+  readonly hardState: HardState;
+  readonly snapshot: SnapshotMeta | null;
+  readonly entries: readonly Entry[];
+  /** The state machine's durable applied index. */
+  readonly appliedIndex: number;
+  /** The configuration: from the snapshot, else the initial peers. */
+  readonly conf: ConfState;
+}
+
+/** A confirmed linearizable read: once `index` is applied, the read `requestId` may be served. */
+export interface ReadState {
+  readonly requestId: number;
+  readonly index: number;
+}
+
+/** The leader's answer to a proposal forwarded by this node (see `proposeForwarded`). */
+export interface ForwardResult {
+  /** The id passed to `propose` for the forwarded batch. */
+  readonly forwardId: number;
+  /** Index and term of the first entry of the batch in the leader's log, or 0 on refusal. */
+  readonly index: number;
+  readonly term: number;
+  /** Null on success, else the error code the proposals fail with. */
+  readonly code: RaftCoreCode | null;
+  readonly leaderHint: NodeId | null;
+}
+
+/**
+ * The output of the core, handed out by {@link RaftCore.ready}. The persistence contract, field by
+ * field:
+ *
+ * 1. `messages` may be sent at once, before anything in this Ready is durable. They depend on no
+ *    unsynced state: vote requests, heartbeats, rejections, and the leader's appends (the leader
+ *    writes its own log in parallel with replicating it; it counts itself toward the commit quorum
+ *    only after `persisted` reports its append durable).
+ * 2. `entries` and `hardState` must be made durable (one synced write, entries replacing any stored
+ *    suffix from `entries[0].index`) in Ready order: a later Ready's write must not start before an
+ *    earlier one's, and must not become durable before it.
+ * 3. `messagesAfterPersist` may be sent only after `entries` and `hardState` of this Ready AND of
+ *    every earlier Ready are durable: vote grants and append acknowledgements promise durability.
+ * 4. After the write, call `persisted(ready)` (this is where the leader's own ack and a
+ *    candidate's own vote are counted).
+ * 5. `committedEntries` are committed and durable locally: apply them in order (they may be applied
+ *    while later Readies are still being persisted), then call `appliedTo(lastIndex)`.
+ * 6. `readStates`: each read may be served once the applied index reaches its `index`.
+ *    `droppedReads` lists read ids that will never be confirmed (leadership was lost): fail them.
+ * 7. `forwardResults`: the leader's answers to proposals this follower forwarded.
+ */
+export interface Ready {
+  readonly entries: readonly Entry[];
+  /** Null when term, vote (and, with entries, commit) did not change since the last Ready. */
+  readonly hardState: HardState | null;
+  readonly messages: readonly Message[];
+  readonly messagesAfterPersist: readonly Message[];
+  readonly committedEntries: readonly Entry[];
+  readonly readStates: readonly ReadState[];
+  readonly droppedReads: readonly number[];
+  readonly forwardResults: readonly ForwardResult[];
+}
+
+/** Codes the core reports for refused requests; the driver turns them into `RaftError`s. */
+export type RaftCoreCode =
+  | 'RAFT_NOT_LEADER'
+  | 'RAFT_PROPOSAL_DROPPED'
+  | 'RAFT_ENTRY_TOO_LARGE'
+  | 'RAFT_UNCOMMITTED_LIMIT'
+  | 'RAFT_BATCH_TOO_LARGE'
+  | 'RAFT_TRANSFER_FAILED';
+
+/**
+ * The outcome of `propose`: on success (`code` null) the entries got indexes `index`,
+ * `index + 1`, … in `term` (or, when forwarded, `isForwarded` is true and index/term are 0: the
+ * answer arrives later as a {@link ForwardResult}).
+ */
+export interface ProposeResult {
+  readonly code: RaftCoreCode | null;
+  readonly index: number;
+  readonly term: number;
+  readonly isForwarded: boolean;
+  readonly leaderHint: NodeId | null;
+}
+
+/** The outcome of `readIndex` and `transferLeadership`: null code when accepted. */
+export interface RequestResult {
+  readonly code: RaftCoreCode | null;
+  readonly leaderHint: NodeId | null;
+}
+
+const NO_MESSAGES: readonly Message[] = Object.freeze([]);
+const NO_ENTRIES: readonly Entry[] = Object.freeze([]);
+const NO_NUMBERS: readonly number[] = Object.freeze([]);
+const NO_READS: readonly ReadState[] = Object.freeze([]);
+const NO_FORWARDS: readonly ForwardResult[] = Object.freeze([]);
+const ACCEPTED: RequestResult = Object.freeze({ code: null, leaderHint: null });
+/** Heartbeat rounds whose send tick is remembered, for leases. */
+const ROUND_RING_SIZE = 1024;
+/** Reads waiting for a quorum round or for the leader's first commit. */
+export const PENDING_READS_MAX = 65536;
+
+interface PendingRead {
+  readonly requestId: number;
+  readonly index: number;
+  readonly round: number;
+}
+
+const REJECT_CODES: Record<number, RaftCoreCode> = {
+  [PropRejectReason.NotLeader]: 'RAFT_NOT_LEADER',
+  [PropRejectReason.Dropped]: 'RAFT_PROPOSAL_DROPPED',
+  [PropRejectReason.UncommittedLimit]: 'RAFT_UNCOMMITTED_LIMIT',
+  [PropRejectReason.EntryTooLarge]: 'RAFT_ENTRY_TOO_LARGE',
+  [PropRejectReason.BatchTooLarge]: 'RAFT_BATCH_TOO_LARGE',
+};
+
+/** The Raft state machine. See the module comment and {@link Ready} for the contract. */
+export class RaftCore {
+  readonly id: NodeId;
+  term = 0;
+  vote: NodeId | null = null;
+  /** The leader of the current term, when known. */
+  lead: NodeId | null = null;
+  role: Role = 'follower';
+  readonly log: RaftLog;
+
+  private readonly cfg: CoreConfig;
+  private voters: NodeId[];
+  private votersOutgoing: NodeId[];
+  private learners: NodeId[];
+  /** Progress of every member (voters and learners, self included), meaningful on the leader. */
+  readonly progress = new Map<NodeId, Progress>();
+  private readonly votes = new Map<NodeId, boolean>();
+
+  private electionElapsed = 0;
+  private heartbeatElapsed = 0;
+  private randomizedElectionTimeout = 0;
+  /** Ticks since this node started: the time base of leases. */
+  private tickCount = 0;
+  /** The follower a leadership transfer is handing over to, or null. */
+  leadTransferee: NodeId | null = null;
+  /** Set once a TimeoutNow was sent in this term: lease reads are then unsafe for the rest of it. */
+  private isLeaseRevoked = false;
+  private uncommittedBytes = 0;
+
+  private heartbeatRound = 0;
+  private confirmedRound = 0;
+  private readonly roundSentTicks: number[] = new Array<number>(ROUND_RING_SIZE).fill(-1);
+  private leaseStartTick = -Infinity;
+  private pendingReads: PendingRead[] = [];
+  /** Reads arrived before the leader committed an entry of its term. */
+  private readsBeforeCommit: number[] = [];
+
+  private msgs: Message[] = [];
+  private msgsAfterPersist: Message[] = [];
+  private readStates: ReadState[] = [];
+  private droppedReads: number[] = [];
+  private forwardResults: ForwardResult[] = [];
+  /** The hard state last handed out (or loaded). */
+  private prevHardState: HardState;
+
+  private readonly matchOf = (id: NodeId): number => this.progress.get(id)!.match;
+  private readonly roundOf = (id: NodeId): number =>
+    id === this.id ? this.heartbeatRound : this.progress.get(id)!.ackedRound;
+
+  constructor(config: CoreConfig, state: CoreState) {
+    assert(config.heartbeatTicks > 0 && config.heartbeatTicks < config.electionTimeoutTicks, 'heartbeat < election');
+    assert(config.inflightMessagesMax > 0 && config.inflightBytesMax > 0, 'inflight limits are positive');
+    this.cfg = config;
+    this.id = config.id;
+    const snap = state.snapshot;
+    this.log = new RaftLog(
+      snap?.index ?? 0,
+      snap?.term ?? 0,
+      state.entries,
+      state.hardState.commit,
+      state.appliedIndex,
+    );
+    this.term = state.hardState.term;
+    this.vote = state.hardState.vote;
+    this.prevHardState = state.hardState;
+    this.voters = [...state.conf.voters];
+    this.votersOutgoing = [...state.conf.votersOutgoing];
+    this.learners = [...state.conf.learners];
+    for (const id of this.members()) {
+      this.progress.set(id, new Progress(config.inflightMessagesMax, config.inflightBytesMax, !this.isVoterId(id)));
+    }
+    this.becomeFollower(this.term, null);
+  }
+
+  // ─── Public inputs ────────────────────────────────────────────────────────────────────────────
+
+  /** Advances logical time by one tick: elections, heartbeats, check-quorum, transfer timeouts. */
+  tick(): void {
+    this.tickCount++;
+    if (this.role === 'leader') this.tickLeader();
+    else this.tickElection();
+  }
+
+  /** Starts an election now (as if the election timeout elapsed). Ignored on a leader or a non-voter. */
+  campaign(): void {
+    this.hup(false);
+  }
+
+  /**
+   * Proposes commands. On the leader they are appended in one batch; on a follower they are
+   * forwarded (when enabled, tagged with `forwardId`) or refused with RAFT_NOT_LEADER.
+   */
+  propose(data: readonly Uint8Array[], forwardId = 0): ProposeResult {
+    let bytes = 0;
+    for (let i = 0; i < data.length; i++) {
+      const size = data[i].byteLength + ENTRY_OVERHEAD_BYTES;
+      if (data[i].byteLength > this.cfg.entryBytesMax) return this.refused('RAFT_ENTRY_TOO_LARGE');
+      bytes += size;
+    }
+    if (bytes > this.cfg.appendBatchBytesMax && data.length > 1) return this.refused('RAFT_BATCH_TOO_LARGE');
+    if (this.role !== 'leader') {
+      if (this.cfg.isProposalForwardingEnabled && this.lead !== null && this.role === 'follower') {
+        const entries: Entry[] = new Array<Entry>(data.length);
+        for (let i = 0; i < data.length; i++) entries[i] = { term: 0, index: 0, type: EntryType.Normal, data: data[i] };
+        this.send(MessageType.Prop, this.lead, 0, 0, entries, 0, false, 0, forwardId, false);
+        return { code: null, index: 0, term: 0, isForwarded: true, leaderHint: this.lead };
+      }
+      return this.refused('RAFT_NOT_LEADER');
+    }
+    const reason = this.leaderAppendCheck(bytes);
+    if (reason !== 0) return this.refused(REJECT_CODES[reason]);
+    const index = this.appendLeaderEntries(data, EntryType.Normal, bytes);
+    return { code: null, index, term: this.term, isForwarded: false, leaderHint: this.id };
+  }
+
+  /**
+   * Requests a linearizable read point. On the leader the request completes later as a
+   * {@link ReadState} (after a quorum heartbeat round, or at once under a valid lease) or as a
+   * dropped read if leadership is lost. Elsewhere it is refused with RAFT_NOT_LEADER.
+   */
+  readIndex(requestId: number): RequestResult {
+    if (this.role !== 'leader') return { code: 'RAFT_NOT_LEADER', leaderHint: this.lead };
+    if (this.pendingReads.length + this.readsBeforeCommit.length >= PENDING_READS_MAX) {
+      return { code: 'RAFT_PROPOSAL_DROPPED', leaderHint: this.id };
+    }
+    // Raft §6.4: the leader's commit index is only known to be current once it has committed an
+    // entry of its own term (the no-op); until then reads wait.
+    if (this.log.term(this.log.committed) !== this.term) {
+      this.readsBeforeCommit.push(requestId);
+      return ACCEPTED;
+    }
+    this.startRead(requestId);
+    return ACCEPTED;
+  }
+
+  /**
+   * Starts handing leadership to `to`: the leader stops accepting proposals, brings `to` up to date,
+   * then sends it TimeoutNow. Aborted after an election timeout (see `leadTransferee`).
+   */
+  transferLeadership(to: NodeId): RequestResult {
+    if (this.role !== 'leader') return { code: 'RAFT_NOT_LEADER', leaderHint: this.lead };
+    if (to === this.id) return ACCEPTED;
+    if (!this.voters.includes(to)) return { code: 'RAFT_TRANSFER_FAILED', leaderHint: this.id };
+    if (this.leadTransferee === to) return ACCEPTED;
+    this.leadTransferee = to;
+    // The transfer gets one election timeout to complete.
+    this.electionElapsed = 0;
+    const pr = this.progress.get(to)!;
+    if (pr.match === this.log.lastIndex()) this.sendTimeoutNow(to);
+    else this.sendAppend(to, true);
+    return ACCEPTED;
+  }
+
+  /** Processes a message from a peer. Messages of any term, kind or order are accepted. */
+  step(m: Message): void {
+    if (m.term > this.term) {
+      if (m.type === MessageType.Vote || m.type === MessageType.PreVote) {
+        const isForced = m.context === CAMPAIGN_TRANSFER;
+        // Raft §6 (check-quorum / leader stickiness): a node that heard from a leader within the
+        // election timeout ignores vote requests, so a rejoining node cannot depose a live leader.
+        const isInLease =
+          this.cfg.isCheckQuorumEnabled && this.lead !== null && this.electionElapsed < this.cfg.electionTimeoutTicks;
+        if (!isForced && isInLease) return;
+      }
+      if (m.type === MessageType.PreVote) {
+        // A pre-vote never changes our term.
+      } else if (m.type === MessageType.PreVoteResp && !m.reject) {
+        // Granted pre-votes carry the future term; the pre-candidate's term is unchanged.
+      } else if (m.type === MessageType.App || m.type === MessageType.Heartbeat) {
+        this.becomeFollower(m.term, m.from);
+      } else {
+        this.becomeFollower(m.term, null);
+      }
+    } else if (m.term < this.term) {
+      if (
+        (this.cfg.isCheckQuorumEnabled || this.cfg.isPreVoteEnabled) &&
+        (m.type === MessageType.App || m.type === MessageType.Heartbeat)
+      ) {
+        // A stale leader (e.g. behind a partition) learns our term and steps down. Without this, a
+        // node whose term rose while pre-vote kept it from winning could never be caught up.
+        this.send(MessageType.AppResp, m.from, 0, 0, NO_ENTRIES, 0, false, 0, 0, false);
+      } else if (m.type === MessageType.PreVote) {
+        this.send(MessageType.PreVoteResp, m.from, 0, 0, NO_ENTRIES, 0, true, 0, 0, false);
+      }
+      return;
+    }
+
+    if (m.type === MessageType.Vote || m.type === MessageType.PreVote) {
+      this.handleVoteRequest(m);
+      return;
+    }
+    switch (this.role) {
+      case 'leader':
+        this.stepLeader(m);
+        break;
+      case 'candidate':
+      case 'pre-candidate':
+        this.stepCandidate(m);
+        break;
+      default:
+        this.stepFollower(m);
+    }
+  }
+
+  // ─── Ready ────────────────────────────────────────────────────────────────────────────────────
+
+  /** Whether `ready()` would return anything. */
+  hasReady(): boolean {
+    return (
+      this.log.lastIndex() > this.log.handedIndex ||
+      this.msgs.length > 0 ||
+      this.msgsAfterPersist.length > 0 ||
+      this.log.hasCommittedToHand() ||
+      this.readStates.length > 0 ||
+      this.droppedReads.length > 0 ||
+      this.forwardResults.length > 0 ||
+      this.term !== this.prevHardState.term ||
+      this.vote !== this.prevHardState.vote
+    );
+  }
+
+  /**
+   * Hands out everything new since the previous `ready()` (see {@link Ready} for what to do with
+   * each field). May be called again before earlier Readies are persisted; it never repeats output.
+   */
+  ready(): Ready {
+    const entries = this.log.takeUnstable();
+    let hardState: HardState | null = null;
+    const prev = this.prevHardState;
+    if (
+      this.term !== prev.term ||
+      this.vote !== prev.vote ||
+      (entries.length > 0 && this.log.committed !== prev.commit)
+    ) {
+      hardState = { term: this.term, vote: this.vote, commit: this.log.committed };
+      this.prevHardState = hardState;
+    }
+    const rd: Ready = {
+      entries,
+      hardState,
+      messages: this.msgs.length === 0 ? NO_MESSAGES : this.msgs,
+      messagesAfterPersist: this.msgsAfterPersist.length === 0 ? NO_MESSAGES : this.msgsAfterPersist,
+      committedEntries: this.log.takeCommitted(this.cfg.applyBatchBytesMax),
+      readStates: this.readStates.length === 0 ? NO_READS : this.readStates,
+      droppedReads: this.droppedReads.length === 0 ? NO_NUMBERS : this.droppedReads,
+      forwardResults: this.forwardResults.length === 0 ? NO_FORWARDS : this.forwardResults,
+    };
+    if (this.msgs.length > 0) this.msgs = [];
+    if (this.msgsAfterPersist.length > 0) this.msgsAfterPersist = [];
+    if (this.readStates.length > 0) this.readStates = [];
+    if (this.droppedReads.length > 0) this.droppedReads = [];
+    if (this.forwardResults.length > 0) this.forwardResults = [];
+    return rd;
+  }
+
+  /**
+   * Reports that `rd.entries` and `rd.hardState` are durable. Call in Ready order, after the write
+   * resolved and before (or while) sending `rd.messagesAfterPersist`.
+   */
+  persisted(rd: Ready): void {
+    if (rd.entries.length > 0) {
+      const last = rd.entries[rd.entries.length - 1];
+      this.log.stableTo(last.index, last.term);
+    }
+    const hs = rd.hardState;
+    if (hs !== null && this.role === 'candidate' && hs.term === this.term && hs.vote === this.id) {
+      // Raft §5.2 with durable votes: the candidate's vote for itself counts once it is on disk.
+      this.poll(this.id, true);
+    }
+    if (this.role === 'leader') {
+      // The leader's own append counts toward the commit quorum only once durable.
+      const self = this.progress.get(this.id);
+      if (self !== undefined && self.maybeUpdate(this.log.stableIndex) && this.maybeCommit()) this.bcastAppend();
+    }
+  }
+
+  /** Reports that the state machine applied (durably) every entry up to `index`. */
+  appliedTo(index: number): void {
+    this.log.appliedTo(index);
+  }
+
+  /** Shorthand for a synchronous driver: `persisted(rd)` then `appliedTo` the last committed entry. */
+  advance(rd: Ready): void {
+    this.persisted(rd);
+    if (rd.committedEntries.length > 0) this.appliedTo(rd.committedEntries[rd.committedEntries.length - 1].index);
+  }
+
+  /** Drops applied, durable entries at or below `index` from memory (issue 3 adds snapshots for lagging followers). */
+  compact(index: number): void {
+    this.log.compact(index);
+  }
+
+  // ─── Introspection ────────────────────────────────────────────────────────────────────────────
+
+  /** The current configuration. */
+  conf(): ConfState {
+    return {
+      voters: [...this.voters],
+      learners: [...this.learners],
+      votersOutgoing: [...this.votersOutgoing],
+      learnersNext: [],
+    };
+  }
+
+  /** Whether this node may vote and campaign. */
+  isPromotable(): boolean {
+    return this.isVoterId(this.id);
+  }
+
+  /** The leader's heartbeat round count (for tests of read confirmation). */
+  get currentHeartbeatRound(): number {
+    return this.heartbeatRound;
+  }
+
+  /** Bytes appended by this leader and not yet committed. */
+  get uncommittedBytesCount(): number {
+    return this.uncommittedBytes;
+  }
+
+  // ─── Roles ────────────────────────────────────────────────────────────────────────────────────
+
+  private reset(term: number): void {
+    if (term !== this.term) {
+      this.term = term;
+      this.vote = null;
+    }
+    this.lead = null;
+    this.electionElapsed = 0;
+    this.heartbeatElapsed = 0;
+    this.randomizedElectionTimeout =
+      this.cfg.electionTimeoutTicks + this.cfg.random.nextInt(this.cfg.electionTimeoutTicks);
+    this.leadTransferee = null;
+    this.isLeaseRevoked = false;
+    this.leaseStartTick = -Infinity;
+    this.votes.clear();
+    this.uncommittedBytes = 0;
+    this.heartbeatRound = 0;
+    this.confirmedRound = 0;
+    this.roundSentTicks.fill(-1);
+    if (this.pendingReads.length > 0 || this.readsBeforeCommit.length > 0) {
+      for (const r of this.pendingReads) this.droppedReads.push(r.requestId);
+      for (const id of this.readsBeforeCommit) this.droppedReads.push(id);
+      this.pendingReads = [];
+      this.readsBeforeCommit = [];
+    }
+    const next = this.log.lastIndex() + 1;
+    for (const [id, pr] of this.progress) {
+      pr.reset(next, id === this.id ? this.log.stableIndex : 0);
+    }
+  }
+
+  private becomeFollower(term: number, lead: NodeId | null): void {
+    this.reset(term);
+    this.role = 'follower';
+    this.lead = lead;
+  }
+
+  private becomePreCandidate(): void {
+    assert(this.role !== 'leader', 'a leader does not pre-campaign');
+    // Pre-vote changes neither term nor vote: a partitioned node cannot inflate terms.
+    this.votes.clear();
+    this.role = 'pre-candidate';
+    this.lead = null;
+  }
+
+  private becomeCandidate(): void {
+    assert(this.role !== 'leader', 'a leader does not campaign');
+    this.reset(this.term + 1);
+    this.vote = this.id;
+    this.role = 'candidate';
+  }
+
+  private becomeLeader(): void {
+    assert(this.role === 'candidate', 'only a candidate becomes leader');
+    this.reset(this.term);
+    this.role = 'leader';
+    this.lead = this.id;
+    this.progress.get(this.id)!.becomeReplicate();
+    this.progress.get(this.id)!.maybeUpdate(this.log.stableIndex);
+    // Raft §5.4.2 / §8: entries of earlier terms are committed only through an entry of the
+    // current term, so a new leader appends a no-op at once.
+    this.appendLeaderEntries([new Uint8Array(0)], EntryType.Normal, ENTRY_OVERHEAD_BYTES);
+  }
+
+  private hup(isTransfer: boolean): void {
+    if (this.role === 'leader' || !this.isPromotable()) return;
+    if (this.cfg.isPreVoteEnabled && !isTransfer) this.startCampaign(true, false);
+    else this.startCampaign(false, isTransfer);
+  }
+
+  private startCampaign(isPreVote: boolean, isTransfer: boolean): void {
+    let voteTerm: number;
+    let type: MessageType;
+    if (isPreVote) {
+      this.becomePreCandidate();
+      voteTerm = this.term + 1;
+      type = MessageType.PreVote;
+      // A pre-vote promises nothing durable: count our own at once.
+      if (this.poll(this.id, true)) return;
+    } else {
+      this.becomeCandidate();
+      voteTerm = this.term;
+      type = MessageType.Vote;
+      // Our own vote is counted in `persisted`, once term and vote are durable.
+    }
+    const lastIndex = this.log.lastIndex();
+    const lastTerm = this.log.lastTerm();
+    for (const id of this.voterIds()) {
+      if (id === this.id) continue;
+      this.msgs.push(
+        this.message(
+          type,
+          id,
+          voteTerm,
+          lastTerm,
+          lastIndex,
+          NO_ENTRIES,
+          0,
+          false,
+          0,
+          isTransfer ? CAMPAIGN_TRANSFER : 0,
+        ),
+      );
+    }
+  }
+
+  /** Records a vote; returns true when the election was decided by it. */
+  private poll(from: NodeId, isGranted: boolean): boolean {
+    if (!this.votes.has(from)) this.votes.set(from, isGranted);
+    const result = jointVoteResult(this.voters, this.votersOutgoing, this.votes);
+    if (result === VoteResult.Won) {
+      if (this.role === 'pre-candidate') this.startCampaign(false, false);
+      else this.becomeLeader();
+      return true;
+    }
+    if (result === VoteResult.Lost) {
+      this.becomeFollower(this.term, null);
+      return true;
+    }
+    return false;
+  }
+
+  // ─── Ticks ────────────────────────────────────────────────────────────────────────────────────
+
+  private tickElection(): void {
+    this.electionElapsed++;
+    if (this.isPromotable() && this.electionElapsed >= this.randomizedElectionTimeout) {
+      this.electionElapsed = 0;
+      this.hup(false);
+    }
+  }
+
+  private tickLeader(): void {
+    this.heartbeatElapsed++;
+    this.electionElapsed++;
+    if (this.electionElapsed >= this.cfg.electionTimeoutTicks) {
+      this.electionElapsed = 0;
+      if (this.cfg.isCheckQuorumEnabled && !this.checkQuorumActive()) {
+        // Raft §6.2: a leader that has not heard from a quorum for an election timeout steps down,
+        // so clients find the real leader instead of waiting on a deposed one.
+        this.becomeFollower(this.term, null);
+        return;
+      }
+      // A transfer that has not completed within an election timeout is abandoned.
+      this.leadTransferee = null;
+    }
+    if (this.heartbeatElapsed >= this.cfg.heartbeatTicks) {
+      this.heartbeatElapsed = 0;
+      this.bcastHeartbeat();
+    }
+  }
+
+  private checkQuorumActive(): boolean {
+    let active = 0;
+    let activeOutgoing = 0;
+    for (const id of this.voters) {
+      const pr = this.progress.get(id)!;
+      if (id === this.id || pr.isRecentActive) active++;
+    }
+    for (const id of this.votersOutgoing) {
+      const pr = this.progress.get(id)!;
+      if (id === this.id || pr.isRecentActive) activeOutgoing++;
+    }
+    for (const [id, pr] of this.progress) if (id !== this.id) pr.isRecentActive = false;
+    const isActive = (n: number, of: number): boolean => of === 0 || n >= Math.floor(of / 2) + 1;
+    return isActive(active, this.voters.length) && isActive(activeOutgoing, this.votersOutgoing.length);
+  }
+
+  // ─── Message handling ─────────────────────────────────────────────────────────────────────────
+
+  private handleVoteRequest(m: Message): void {
+    const isPreVote = m.type === MessageType.PreVote;
+    const respType = isPreVote ? MessageType.PreVoteResp : MessageType.VoteResp;
+    const canVote =
+      this.vote === m.from || (this.vote === null && this.lead === null) || (isPreVote && m.term > this.term);
+    // Raft §5.4.1: grant only to a candidate whose log is at least as up-to-date as ours.
+    if (canVote && this.log.isUpToDate(m.index, m.logTerm)) {
+      if (isPreVote) {
+        this.msgs.push(this.message(respType, m.from, m.term, 0, 0, NO_ENTRIES, 0, false, 0, 0));
+      } else {
+        this.electionElapsed = 0;
+        this.vote = m.from;
+        // The grant promises a durable vote: it leaves only after the hard state is synced.
+        this.msgsAfterPersist.push(this.message(respType, m.from, this.term, 0, 0, NO_ENTRIES, 0, false, 0, 0));
+      }
+    } else {
+      this.msgs.push(this.message(respType, m.from, this.term, 0, 0, NO_ENTRIES, 0, true, 0, 0));
+    }
+  }
+
+  private stepFollower(m: Message): void {
+    switch (m.type) {
+      case MessageType.App:
+        this.electionElapsed = 0;
+        this.lead = m.from;
+        this.handleAppend(m);
+        break;
+      case MessageType.Heartbeat:
+        this.electionElapsed = 0;
+        this.lead = m.from;
+        this.log.commitTo(Math.min(m.commit, this.log.lastIndex()));
+        this.send(MessageType.HeartbeatResp, m.from, 0, 0, NO_ENTRIES, 0, false, 0, m.context, false);
+        break;
+      case MessageType.TimeoutNow:
+        // Raft §3.10: the leader asked us to take over; campaign now, bypassing pre-vote.
+        this.hup(true);
+        break;
+      case MessageType.Prop:
+        // A proposal forwarded to a node that is no longer leader: refuse, with our leader hint.
+        this.send(
+          MessageType.PropResp,
+          m.from,
+          0,
+          0,
+          NO_ENTRIES,
+          0,
+          true,
+          PropRejectReason.NotLeader,
+          m.context,
+          false,
+        );
+        break;
+      case MessageType.PropResp:
+        this.handlePropResp(m);
+        break;
+      default:
+        break;
+    }
+  }
+
+  private stepCandidate(m: Message): void {
+    switch (m.type) {
+      case MessageType.App:
+        this.becomeFollower(m.term, m.from);
+        this.handleAppend(m);
+        break;
+      case MessageType.Heartbeat:
+        this.becomeFollower(m.term, m.from);
+        this.stepFollower(m);
+        break;
+      case MessageType.VoteResp:
+        if (this.role === 'candidate') this.poll(m.from, !m.reject);
+        break;
+      case MessageType.PreVoteResp:
+        if (this.role === 'pre-candidate') this.poll(m.from, !m.reject);
+        break;
+      case MessageType.Prop:
+        this.send(
+          MessageType.PropResp,
+          m.from,
+          0,
+          0,
+          NO_ENTRIES,
+          0,
+          true,
+          PropRejectReason.NotLeader,
+          m.context,
+          false,
+        );
+        break;
+      case MessageType.PropResp:
+        this.handlePropResp(m);
+        break;
+      default:
+        break;
+    }
+  }
+
+  private stepLeader(m: Message): void {
+    const pr = this.progress.get(m.from);
+    switch (m.type) {
+      case MessageType.AppResp:
+        if (pr !== undefined) this.handleAppendResponse(m, pr);
+        break;
+      case MessageType.HeartbeatResp:
+        if (pr !== undefined) this.handleHeartbeatResponse(m, pr);
+        break;
+      case MessageType.Prop:
+        this.handleForwardedProposal(m);
+        break;
+      default:
+        break;
+    }
+  }
+
+  private handleAppend(m: Message): void {
+    const log = this.log;
+    if (m.index < log.committed) {
+      this.sendAfterPersist(MessageType.AppResp, m.from, 0, log.committed, false, 0);
+      return;
+    }
+    const lastNew = log.maybeAppend(m.index, m.logTerm, m.commit, m.entries);
+    if (lastNew >= 0) {
+      this.sendAfterPersist(MessageType.AppResp, m.from, 0, lastNew, false, 0);
+      return;
+    }
+    // Raft §5.3 with the fast back-off of etcd: answer with the last index whose term is at most
+    // the leader's term at m.index, so the leader skips a whole conflicting term in one round trip.
+    const hint = log.findConflictByTerm(Math.min(m.index, log.lastIndex()), m.logTerm);
+    this.sendAfterPersist(MessageType.AppResp, m.from, hint.term, m.index, true, hint.index);
+  }
+
+  private handleAppendResponse(m: Message, pr: Progress): void {
+    pr.isRecentActive = true;
+    if (m.reject) {
+      let nextProbe = m.rejectHint;
+      if (m.logTerm > 0) nextProbe = this.log.findConflictByTerm(m.rejectHint, m.logTerm).index;
+      if (pr.maybeDecrTo(m.index, nextProbe)) {
+        if (pr.state === ProgressState.Replicate) pr.becomeProbe();
+        this.sendAppend(m.from, true);
+      }
+      return;
+    }
+    const wasPaused = pr.isPaused();
+    if (!pr.maybeUpdate(m.index)) return;
+    if (pr.state === ProgressState.Probe) pr.becomeReplicate();
+    else if (pr.state === ProgressState.Replicate) pr.inflights.freeLE(m.index);
+    if (this.maybeCommit()) this.bcastAppend();
+    else if (wasPaused) this.sendAppend(m.from, true);
+    // Fill the pipeline with whatever else is waiting (bounded by the inflight window).
+    while (this.sendAppend(m.from, false)) {
+      /* keep sending */
+    }
+    if (m.from === this.leadTransferee && pr.match === this.log.lastIndex()) this.sendTimeoutNow(m.from);
+  }
+
+  private handleHeartbeatResponse(m: Message, pr: Progress): void {
+    pr.isRecentActive = true;
+    pr.isProbeSent = false;
+    if (pr.match < this.log.lastIndex()) this.sendAppend(m.from, true);
+    if (m.context > pr.ackedRound && m.context <= this.heartbeatRound) {
+      pr.ackedRound = m.context;
+      this.advanceReads();
+    }
+  }
+
+  private handleForwardedProposal(m: Message): void {
+    const data: Uint8Array[] = new Array<Uint8Array>(m.entries.length);
+    let bytes = 0;
+    let reason = 0;
+    for (let i = 0; i < m.entries.length; i++) {
+      data[i] = m.entries[i].data;
+      if (data[i].byteLength > this.cfg.entryBytesMax) reason = PropRejectReason.EntryTooLarge;
+      bytes += data[i].byteLength + ENTRY_OVERHEAD_BYTES;
+    }
+    if (reason === 0 && bytes > this.cfg.appendBatchBytesMax && data.length > 1)
+      reason = PropRejectReason.BatchTooLarge;
+    if (reason === 0) reason = this.leaderAppendCheck(bytes);
+    if (reason !== 0) {
+      this.send(MessageType.PropResp, m.from, 0, 0, NO_ENTRIES, 0, true, reason, m.context, false);
+      return;
+    }
+    const index = this.appendLeaderEntries(data, EntryType.Normal, bytes);
+    this.send(MessageType.PropResp, m.from, this.term, index, NO_ENTRIES, 0, false, 0, m.context, false);
+  }
+
+  private handlePropResp(m: Message): void {
+    this.forwardResults.push({
+      forwardId: m.context,
+      index: m.reject ? 0 : m.index,
+      term: m.reject ? 0 : m.logTerm,
+      code: m.reject ? (REJECT_CODES[m.rejectHint] ?? 'RAFT_PROPOSAL_DROPPED') : null,
+      leaderHint: m.reject ? this.lead : m.from,
+    });
+  }
+
+  // ─── Leader internals ─────────────────────────────────────────────────────────────────────────
+
+  /** 0 when the leader may append `bytes` more, else a {@link PropRejectReason}. */
+  private leaderAppendCheck(bytes: number): number {
+    // During a transfer, new entries would keep the target from catching up (Raft §3.10).
+    if (this.leadTransferee !== null) return PropRejectReason.Dropped;
+    if (this.uncommittedBytes > 0 && this.uncommittedBytes + bytes > this.cfg.uncommittedBytesMax) {
+      return PropRejectReason.UncommittedLimit;
+    }
+    return 0;
+  }
+
+  /** Appends entries with `data` to the leader's log and replicates them; returns the first index. */
+  private appendLeaderEntries(data: readonly Uint8Array[], type: EntryType, bytes: number): number {
+    const first = this.log.lastIndex() + 1;
+    const term = this.term;
+    for (let i = 0; i < data.length; i++) this.log.push({ term, index: first + i, type, data: data[i] });
+    this.uncommittedBytes += bytes;
+    // The leader's own progress is not advanced here: its append is not durable yet (see persisted).
+    if (this.isSingleVoter()) return first;
+    this.bcastAppend();
+    return first;
+  }
+
+  private isSingleVoter(): boolean {
+    return this.voters.length === 1 && this.votersOutgoing.length === 0 && this.progress.size === 1;
+  }
+
+  /** Advances the commit index if a quorum matches an entry of the current term. */
+  private maybeCommit(): boolean {
+    const index = jointMajorityValue(this.voters, this.votersOutgoing, this.matchOf);
+    // Raft §5.4.2: only entries of the current term are committed by counting replicas.
+    if (index <= this.log.committed || this.log.term(index) !== this.term) return false;
+    const previous = this.log.committed;
+    this.uncommittedBytes = Math.max(0, this.uncommittedBytes - this.log.bytesBetween(previous, index));
+    this.log.commitTo(index);
+    if (this.readsBeforeCommit.length > 0 && this.log.term(previous) !== this.term) {
+      const waiting = this.readsBeforeCommit;
+      this.readsBeforeCommit = [];
+      for (const id of waiting) this.startRead(id);
+    }
+    return true;
+  }
+
+  private bcastAppend(): void {
+    for (const id of this.progress.keys()) if (id !== this.id) this.sendAppend(id, true);
+  }
+
+  /**
+   * Sends the next append to `to` unless its pipeline is paused. With `sendIfEmpty` false, only
+   * sends when there are entries to carry. Returns whether a message was sent.
+   */
+  private sendAppend(to: NodeId, sendIfEmpty: boolean): boolean {
+    const pr = this.progress.get(to)!;
+    if (pr.isPaused()) return false;
+    const log = this.log;
+    const prevIndex = pr.next - 1;
+    const prevTerm = log.term(prevIndex);
+    assert(prevTerm >= 0, `entry ${prevIndex} for ${to} is compacted (snapshots arrive with issue 3)`);
+    const last = log.lastIndex();
+    const entries = pr.next <= last ? log.slice(pr.next, last, this.cfg.appendBatchBytesMax) : NO_ENTRIES;
+    if (entries.length === 0 && !sendIfEmpty) return false;
+    this.msgs.push(
+      this.message(MessageType.App, to, this.term, prevTerm, prevIndex, entries, log.committed, false, 0, 0),
+    );
+    if (entries.length > 0) {
+      if (pr.state === ProgressState.Replicate) {
+        const lastSent = entries[entries.length - 1].index;
+        let bytes = 0;
+        for (let i = 0; i < entries.length; i++) bytes += entries[i].data.byteLength + ENTRY_OVERHEAD_BYTES;
+        pr.next = lastSent + 1;
+        pr.inflights.add(lastSent, bytes);
+      } else {
+        pr.isProbeSent = true;
+      }
+    } else if (pr.state === ProgressState.Probe) {
+      pr.isProbeSent = true;
+    }
+    return true;
+  }
+
+  private bcastHeartbeat(): void {
+    const round = ++this.heartbeatRound;
+    this.roundSentTicks[round % ROUND_RING_SIZE] = this.tickCount;
+    for (const [id, pr] of this.progress) {
+      if (id === this.id) continue;
+      const commit = Math.min(pr.match, this.log.committed);
+      this.msgs.push(this.message(MessageType.Heartbeat, id, this.term, 0, 0, NO_ENTRIES, commit, false, 0, round));
+    }
+    if (this.isSingleVoter()) this.advanceReads();
+  }
+
+  private sendTimeoutNow(to: NodeId): void {
+    this.isLeaseRevoked = true;
+    this.msgs.push(this.message(MessageType.TimeoutNow, to, this.term, 0, 0, NO_ENTRIES, 0, false, 0, 0));
+  }
+
+  private isLeaseValid(): boolean {
+    return (
+      this.cfg.leaseTicks > 0 &&
+      !this.isLeaseRevoked &&
+      this.leadTransferee === null &&
+      // A tick may have almost elapsed when the round was sent: count it as a whole one.
+      this.tickCount + 1 < this.leaseStartTick + this.cfg.leaseTicks
+    );
+  }
+
+  private startRead(requestId: number): void {
+    const index = this.log.committed;
+    if (this.isSingleVoter() || this.isLeaseValid()) {
+      this.readStates.push({ requestId, index });
+      return;
+    }
+    // Raft §6.4: confirm leadership with a fresh heartbeat round acknowledged by a quorum.
+    this.bcastHeartbeat();
+    this.pendingReads.push({ requestId, index, round: this.heartbeatRound });
+  }
+
+  /** Releases reads whose heartbeat round a quorum acknowledged; renews the lease. */
+  private advanceReads(): void {
+    const round = jointMajorityValue(this.voters, this.votersOutgoing, this.roundOf);
+    if (round <= this.confirmedRound) return;
+    this.confirmedRound = round;
+    if (round > this.heartbeatRound - ROUND_RING_SIZE) {
+      const sent = this.roundSentTicks[round % ROUND_RING_SIZE];
+      if (sent >= 0 && sent > this.leaseStartTick) this.leaseStartTick = sent;
+    }
+    if (this.pendingReads.length === 0) return;
+    let n = 0;
+    while (n < this.pendingReads.length && this.pendingReads[n].round <= round) {
+      const r = this.pendingReads[n];
+      this.readStates.push({ requestId: r.requestId, index: r.index });
+      n++;
+    }
+    if (n > 0) this.pendingReads.splice(0, n);
+  }
+
+  // ─── Helpers ──────────────────────────────────────────────────────────────────────────────────
+
+  private refused(code: RaftCoreCode): ProposeResult {
+    return { code, index: 0, term: 0, isForwarded: false, leaderHint: this.role === 'leader' ? this.id : this.lead };
+  }
+
+  private members(): NodeId[] {
+    const all = new Set<NodeId>([...this.voters, ...this.votersOutgoing, ...this.learners]);
+    return [...all];
+  }
+
+  private voterIds(): NodeId[] {
+    if (this.votersOutgoing.length === 0) return this.voters;
+    return [...new Set([...this.voters, ...this.votersOutgoing])];
+  }
+
+  private isVoterId(id: NodeId): boolean {
+    return this.voters.includes(id) || this.votersOutgoing.includes(id);
+  }
+
+  private message(
+    type: MessageType,
+    to: NodeId,
+    term: number,
+    logTerm: number,
+    index: number,
+    entries: readonly Entry[],
+    commit: number,
+    reject: boolean,
+    rejectHint: number,
+    context: number,
+  ): Message {
+    return { type, from: this.id, to, term, logTerm, index, entries, commit, reject, rejectHint, context };
+  }
+
+  /** Queues a message of the current term, to send at once or after persistence. */
+  private send(
+    type: MessageType,
+    to: NodeId,
+    logTerm: number,
+    index: number,
+    entries: readonly Entry[],
+    commit: number,
+    reject: boolean,
+    rejectHint: number,
+    context: number,
+    isAfterPersist: boolean,
+  ): void {
+    const m = this.message(type, to, this.term, logTerm, index, entries, commit, reject, rejectHint, context);
+    if (isAfterPersist) this.msgsAfterPersist.push(m);
+    else this.msgs.push(m);
+  }
+
+  private sendAfterPersist(
+    type: MessageType,
+    to: NodeId,
+    logTerm: number,
+    index: number,
+    reject: boolean,
+    rejectHint: number,
+  ): void {
+    this.send(type, to, logTerm, index, NO_ENTRIES, 0, reject, rejectHint, 0, true);
+  }
+}

@@ -1,0 +1,793 @@
+/**
+ * `RaftNode`: the asynchronous driver around the pure {@link RaftCore}. It feeds the core with
+ * ticks from a {@link Clock}, messages from a {@link Transport} and batched proposals and reads,
+ * and carries out each {@link Ready} under its persistence contract:
+ *
+ * - `messages` go to the transport at once (the leader's appends included: its own fsync runs in
+ *   parallel with replication);
+ * - `entries` + `hardState` are written by one `Storage.append` at a time, in order; everything
+ *   that arrives while a write is in flight is grouped into the next one (group commit);
+ * - `messagesAfterPersist` leave only once that write (and every earlier one) is durable;
+ * - `committedEntries` are applied through `StateMachine.apply` in batches, and the proposer's
+ *   `propose()` promise resolves with its entry's result.
+ */
+import type { ConfState, Clock, Entry, HardState, NodeId, Random, StateMachine, Storage, Transport } from './api.js';
+import type { Message, Ready, RaftCoreCode, Role } from './core/index.js';
+import { RaftCore, isWellFormedMessage } from './core/index.js';
+import { RaftError, RaftErrorCode } from './errors.js';
+
+/** Tunables of a Raft node. Validated once by `RaftNode.create`, then frozen. */
+export interface RaftConfig {
+  /** Real time per tick. Default 50. */
+  tickIntervalMs: number;
+  /** Election timeout in ticks; each node draws its timeout in [e, 2e). Default 10. */
+  electionTimeoutTicks: number;
+  /** Heartbeat interval in ticks, below the election timeout. Default 1. */
+  heartbeatTicks: number;
+  /** Pre-vote (Raft §9.6): a node campaigns only if a majority would vote for it. Default true. */
+  isPreVoteEnabled: boolean;
+  /** Check-quorum: a leader steps down without a live quorum; followers in contact with one ignore votes. Default true. */
+  isCheckQuorumEnabled: boolean;
+  /** Followers forward proposals to the leader, instead of failing fast with RAFT_NOT_LEADER. Default false. */
+  isProposalForwardingEnabled: boolean;
+  /** Appends in flight per follower. Default 256. */
+  inflightMessagesMax: number;
+  /** Bytes in flight per follower. Default 32 MiB. */
+  inflightBytesMax: number;
+  /** Largest entry payload accepted (RAFT_ENTRY_TOO_LARGE). Default 4 MiB. */
+  entryBytesMax: number;
+  /** Largest append message payload. Default 1 MiB. */
+  appendBatchBytesMax: number;
+  /** Uncommitted bytes a leader accepts before refusing proposals (RAFT_UNCOMMITTED_LIMIT). Default 64 MiB. */
+  uncommittedBytesMax: number;
+  /** Serve reads from a leader lease instead of a quorum round (needs check-quorum). Default false. */
+  isLeaseReadEnabled: boolean;
+  /** Most clock-rate drift between nodes over one election timeout; the lease is shortened by it. Default 100. */
+  clockDriftBoundMs: number;
+  /** Most bytes of committed entries applied in one `StateMachine.apply` call. Default 4 MiB. */
+  applyBatchBytesMax: number;
+}
+
+/** The defaults of {@link RaftConfig}. */
+export const defaultRaftConfig: Readonly<RaftConfig> = Object.freeze({
+  tickIntervalMs: 50,
+  electionTimeoutTicks: 10,
+  heartbeatTicks: 1,
+  isPreVoteEnabled: true,
+  isCheckQuorumEnabled: true,
+  isProposalForwardingEnabled: false,
+  inflightMessagesMax: 256,
+  inflightBytesMax: 32 * 1024 * 1024,
+  entryBytesMax: 4 * 1024 * 1024,
+  appendBatchBytesMax: 1024 * 1024,
+  uncommittedBytesMax: 64 * 1024 * 1024,
+  isLeaseReadEnabled: false,
+  clockDriftBoundMs: 100,
+  applyBatchBytesMax: 4 * 1024 * 1024,
+});
+
+/** Hooks for metrics. All optional; they must not throw. */
+export interface RaftObserver {
+  onLeaderChange?(leader: NodeId | null, term: number): void;
+  onFsync?(durationMs: number, entries: number, bytes: number): void;
+  onCommit?(commitIndex: number): void;
+  onApply?(durationMs: number, entries: number): void;
+  /** The node stopped because storage or the state machine failed (RAFT_STORAGE_FAILED). */
+  onFatal?(error: RaftError): void;
+}
+
+/** The logger a node writes to (pino's, or anything shaped like it). */
+export interface RaftLogger {
+  debug(obj: object, msg?: string): void;
+  info(obj: object, msg?: string): void;
+  warn(obj: object, msg?: string): void;
+  error(obj: object, msg?: string): void;
+}
+
+export interface RaftNodeOptions {
+  id: NodeId;
+  /** Initial voters, self included; used only when storage holds no snapshot. */
+  peers: readonly NodeId[];
+  storage: Storage;
+  transport: Transport;
+  stateMachine: StateMachine;
+  clock: Clock;
+  random: Random;
+  config?: Partial<RaftConfig>;
+  logger?: RaftLogger;
+  observer?: RaftObserver;
+}
+
+export interface FollowerStatus {
+  match: number;
+  next: number;
+  state: 'probe' | 'replicate' | 'snapshot';
+  isActive: boolean;
+}
+
+export interface RaftStatus {
+  id: NodeId;
+  role: Role | 'learner';
+  term: number;
+  leader: NodeId | null;
+  commitIndex: number;
+  appliedIndex: number;
+  lastIndex: number;
+  conf: ConfState;
+  /** Only on the leader: every other member's replication progress. */
+  progress: Record<NodeId, FollowerStatus>;
+}
+
+interface Pending {
+  term: number;
+  resolve: (value: unknown) => void;
+  reject: (error: RaftError) => void;
+  isSettled: boolean;
+  /** Another proposal that got the same index in another term (see `track`). */
+  next: Pending | null;
+}
+
+interface Waiter {
+  resolve: () => void;
+  reject: (error: RaftError) => void;
+  isSettled: boolean;
+}
+
+interface ForwardBatch {
+  pendings: Pending[];
+  sentTick: number;
+}
+
+const NO_LOGGER: RaftLogger = { debug() {}, info() {}, warn() {}, error() {} };
+
+function validateConfig(partial: Partial<RaftConfig> | undefined): Readonly<RaftConfig> {
+  const c: RaftConfig = { ...defaultRaftConfig, ...(partial ?? {}) };
+  const problems: string[] = [];
+  const positiveInts: (keyof RaftConfig)[] = [
+    'tickIntervalMs',
+    'electionTimeoutTicks',
+    'heartbeatTicks',
+    'inflightMessagesMax',
+    'inflightBytesMax',
+    'entryBytesMax',
+    'appendBatchBytesMax',
+    'uncommittedBytesMax',
+    'applyBatchBytesMax',
+  ];
+  for (const key of positiveInts) {
+    const v = c[key];
+    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v <= 0) problems.push(`${key} must be a positive integer`);
+  }
+  for (const key of [
+    'isPreVoteEnabled',
+    'isCheckQuorumEnabled',
+    'isProposalForwardingEnabled',
+    'isLeaseReadEnabled',
+  ] as const) {
+    if (typeof c[key] !== 'boolean') problems.push(`${key} must be a boolean`);
+  }
+  if (typeof c.clockDriftBoundMs !== 'number' || !(c.clockDriftBoundMs >= 0)) {
+    problems.push('clockDriftBoundMs must be a number >= 0');
+  }
+  if (c.heartbeatTicks >= c.electionTimeoutTicks) problems.push('heartbeatTicks must be below electionTimeoutTicks');
+  if (c.entryBytesMax > c.uncommittedBytesMax) problems.push('entryBytesMax must not exceed uncommittedBytesMax');
+  if (c.isLeaseReadEnabled) {
+    if (!c.isCheckQuorumEnabled) problems.push('isLeaseReadEnabled requires isCheckQuorumEnabled');
+    if (leaseTicksOf(c) <= 1)
+      problems.push('clockDriftBoundMs leaves no lease: it must be well below the election timeout');
+  }
+  if (problems.length > 0) {
+    throw new RaftError(RaftErrorCode.ConfigInvalid, `invalid Raft config: ${problems.join('; ')}`);
+  }
+  return Object.freeze(c);
+}
+
+function leaseTicksOf(c: RaftConfig): number {
+  return c.electionTimeoutTicks - Math.ceil(c.clockDriftBoundMs / c.tickIntervalMs);
+}
+
+/** The async Raft driver. See the module comment for what it guarantees. */
+export class RaftNode {
+  private readonly core: RaftCore;
+  private readonly config: Readonly<RaftConfig>;
+  private readonly log: RaftLogger;
+  private readonly observer: RaftObserver;
+  private readonly storage: Storage;
+  private readonly transport: Transport;
+  private readonly stateMachine: StateMachine;
+  private readonly clock: Clock;
+
+  private isStarted = false;
+  private isStopped = false;
+  private isScheduled = false;
+  private cancelTick: (() => void) | null = null;
+  private tickCount = 0;
+
+  // Proposals waiting for the next loop turn, then by log index until applied.
+  private proposalData: Uint8Array[] = [];
+  private proposalPendings: Pending[] = [];
+  private proposalBytes = 0;
+  private readonly byIndex = new Map<number, Pending>();
+  private readonly forwards = new Map<number, ForwardBatch>();
+  private forwardSeq = 0;
+
+  // Reads waiting for the next loop turn, then for their read state, then for the applied index.
+  private readWaiters: Waiter[] = [];
+  private readonly readBatches = new Map<number, Waiter[]>();
+  private readSeq = 0;
+  private readsReady: { index: number; waiters: Waiter[] }[] = [];
+
+  private transfer: { to: NodeId; waiter: Waiter; startTick: number } | null = null;
+
+  // Persistence: Readies waiting for their write, in order; one write in flight at most.
+  private persistQueue: Ready[] = [];
+  private isAppending = false;
+  private appendDone: Promise<void> = Promise.resolve();
+
+  // Apply: committed entries waiting, one apply in flight at most.
+  private applyQueue: (readonly Entry[])[] = [];
+  private isApplying = false;
+  private applyDone: Promise<void> = Promise.resolve();
+  private appliedIndex: number;
+
+  private lastLeader: NodeId | null = null;
+  private lastTerm = -1;
+  private lastCommit = 0;
+
+  private constructor(options: RaftNodeOptions, config: Readonly<RaftConfig>, core: RaftCore, applied: number) {
+    this.core = core;
+    this.config = config;
+    this.log = options.logger ?? NO_LOGGER;
+    this.observer = options.observer ?? {};
+    this.storage = options.storage;
+    this.transport = options.transport;
+    this.stateMachine = options.stateMachine;
+    this.clock = options.clock;
+    this.appliedIndex = applied;
+    this.lastCommit = core.log.committed;
+  }
+
+  /**
+   * Validates the config (RAFT_CONFIG_INVALID), loads storage and the state machine's applied index
+   * and builds the node. Nothing is sent or ticked before `start()`.
+   */
+  static async create(options: RaftNodeOptions): Promise<RaftNode> {
+    const config = validateConfig(options.config);
+    if (!options.peers.includes(options.id)) {
+      throw new RaftError(RaftErrorCode.ConfigInvalid, `peers must include this node's id ${options.id}`);
+    }
+    let persisted;
+    let applied;
+    try {
+      persisted = await options.storage.load();
+      applied = await options.stateMachine.appliedIndex();
+    } catch (cause) {
+      throw new RaftError(RaftErrorCode.StorageFailed, 'loading the Raft state failed', { cause });
+    }
+    const conf: ConfState = persisted.snapshot?.conf ?? {
+      voters: [...new Set(options.peers)],
+      learners: [],
+      votersOutgoing: [],
+      learnersNext: [],
+    };
+    const core = new RaftCore(
+      {
+        id: options.id,
+        electionTimeoutTicks: config.electionTimeoutTicks,
+        heartbeatTicks: config.heartbeatTicks,
+        isPreVoteEnabled: config.isPreVoteEnabled,
+        isCheckQuorumEnabled: config.isCheckQuorumEnabled,
+        isProposalForwardingEnabled: config.isProposalForwardingEnabled,
+        inflightMessagesMax: config.inflightMessagesMax,
+        inflightBytesMax: config.inflightBytesMax,
+        entryBytesMax: config.entryBytesMax,
+        appendBatchBytesMax: config.appendBatchBytesMax,
+        uncommittedBytesMax: config.uncommittedBytesMax,
+        leaseTicks: config.isLeaseReadEnabled ? leaseTicksOf(config) : 0,
+        applyBatchBytesMax: config.applyBatchBytesMax,
+        random: options.random,
+      },
+      {
+        hardState: persisted.hardState,
+        snapshot: persisted.snapshot,
+        entries: persisted.entries,
+        appliedIndex: applied,
+        conf,
+      },
+    );
+    const node = new RaftNode(options, config, core, Math.max(applied, persisted.snapshot?.index ?? 0));
+    node.log.info(
+      { id: options.id, term: core.term, lastIndex: core.log.lastIndex(), commit: core.log.committed, applied },
+      'raft node loaded',
+    );
+    return node;
+  }
+
+  /** Starts ticking and handling messages. Idempotent. */
+  start(): void {
+    if (this.isStarted || this.isStopped) return;
+    this.isStarted = true;
+    this.transport.onMessage((m) => this.onMessage(m));
+    this.cancelTick = this.clock.setInterval(() => this.onTick(), this.config.tickIntervalMs);
+    this.schedule();
+  }
+
+  /**
+   * Stops the node: no more ticks, messages or writes; pending proposals, reads and transfers fail
+   * with RAFT_STOPPED. Resolves once the write and apply in flight (if any) have settled, so the
+   * caller may close storage.
+   */
+  async stop(): Promise<void> {
+    if (!this.isStopped) this.halt(new RaftError(RaftErrorCode.Stopped, 'the Raft node stopped'));
+    await Promise.allSettled([this.appendDone, this.applyDone]);
+  }
+
+  /**
+   * Proposes a command. Resolves with `StateMachine.apply`'s result for its entry once committed
+   * and applied on this node. Fails fast on a follower with RAFT_NOT_LEADER (with `leaderHint`)
+   * unless forwarding is enabled; RAFT_ENTRY_TOO_LARGE, RAFT_UNCOMMITTED_LIMIT,
+   * RAFT_PROPOSAL_DROPPED (leadership moved or a transfer is under way; the entry was not applied),
+   * RAFT_ABORTED (signal; the outcome is then unknown), RAFT_STOPPED.
+   */
+  propose(data: Uint8Array, options?: { signal?: AbortSignal }): Promise<unknown> {
+    if (this.isStopped) return Promise.reject(new RaftError(RaftErrorCode.Stopped, 'the Raft node stopped'));
+    if (!(data instanceof Uint8Array)) {
+      return Promise.reject(new RaftError(RaftErrorCode.ProposalDropped, 'a proposal must be a Uint8Array'));
+    }
+    if (data.byteLength > this.config.entryBytesMax) {
+      return Promise.reject(
+        new RaftError(
+          RaftErrorCode.EntryTooLarge,
+          `entry of ${data.byteLength} bytes exceeds entryBytesMax ${this.config.entryBytesMax}`,
+        ),
+      );
+    }
+    const role = this.core.role;
+    if (role !== 'leader' && !(this.config.isProposalForwardingEnabled && this.core.lead !== null)) {
+      return Promise.reject(this.notLeader());
+    }
+    if (this.proposalBytes + data.byteLength > this.config.uncommittedBytesMax) {
+      return Promise.reject(
+        new RaftError(RaftErrorCode.UncommittedLimit, 'too many bytes proposed and not yet appended'),
+      );
+    }
+    const signal = options?.signal;
+    if (signal?.aborted) return Promise.reject(new RaftError(RaftErrorCode.Aborted, 'proposal aborted'));
+    return new Promise<unknown>((resolve, reject) => {
+      const pending: Pending = { term: 0, resolve, reject, isSettled: false, next: null };
+      if (signal !== undefined) this.onAbort(signal, pending, 'proposal aborted; it may or may not be applied');
+      this.proposalData.push(data);
+      this.proposalPendings.push(pending);
+      this.proposalBytes += data.byteLength;
+      this.schedule();
+    });
+  }
+
+  /**
+   * Confirms a linearizable read point: resolves once this node, as leader, confirmed its
+   * leadership with a quorum (or holds a valid lease, if enabled) and applied up to the commit
+   * index it had when the read arrived. Fails with RAFT_NOT_LEADER elsewhere or if leadership is
+   * lost meanwhile.
+   */
+  readIndex(options?: { signal?: AbortSignal }): Promise<void> {
+    if (this.isStopped) return Promise.reject(new RaftError(RaftErrorCode.Stopped, 'the Raft node stopped'));
+    if (this.core.role !== 'leader') return Promise.reject(this.notLeader());
+    const signal = options?.signal;
+    if (signal?.aborted) return Promise.reject(new RaftError(RaftErrorCode.Aborted, 'read aborted'));
+    return new Promise<void>((resolve, reject) => {
+      const waiter: Waiter = { resolve, reject, isSettled: false };
+      if (signal !== undefined) this.onAbort(signal, waiter, 'read aborted');
+      this.readWaiters.push(waiter);
+      this.schedule();
+    });
+  }
+
+  /**
+   * Hands leadership to `to` (a voter): resolves once `to` is known leader; fails with
+   * RAFT_NOT_LEADER if this node is not leader, RAFT_TRANSFER_FAILED if `to` is not a voter or the
+   * transfer did not complete within an election timeout.
+   */
+  transferLeadership(to: NodeId, options?: { signal?: AbortSignal }): Promise<void> {
+    if (this.isStopped) return Promise.reject(new RaftError(RaftErrorCode.Stopped, 'the Raft node stopped'));
+    if (to === this.core.id && this.core.role === 'leader') return Promise.resolve();
+    const result = this.core.transferLeadership(to);
+    if (result.code !== null) return Promise.reject(this.coded(result.code, `cannot transfer leadership to ${to}`));
+    return new Promise<void>((resolve, reject) => {
+      const waiter: Waiter = { resolve, reject, isSettled: false };
+      if (options?.signal !== undefined) this.onAbort(options.signal, waiter, 'transfer aborted');
+      if (this.transfer !== null) this.settle(this.transfer.waiter, this.coded('RAFT_TRANSFER_FAILED', 'superseded'));
+      this.transfer = { to, waiter, startTick: this.tickCount };
+      this.schedule();
+    });
+  }
+
+  /** A snapshot of the node's state, for health checks and metrics. */
+  status(): RaftStatus {
+    const core = this.core;
+    const progress: Record<NodeId, FollowerStatus> = {};
+    if (core.role === 'leader') {
+      for (const [id, pr] of core.progress) {
+        if (id === core.id) continue;
+        progress[id] = { match: pr.match, next: pr.next, state: pr.state, isActive: pr.isRecentActive };
+      }
+    }
+    return {
+      id: core.id,
+      role: core.isPromotable() ? core.role : 'learner',
+      term: core.term,
+      leader: core.lead,
+      commitIndex: core.log.committed,
+      appliedIndex: this.appliedIndex,
+      lastIndex: core.log.lastIndex(),
+      conf: core.conf(),
+      progress,
+    };
+  }
+
+  // ─── Loop ─────────────────────────────────────────────────────────────────────────────────────
+
+  private schedule(): void {
+    if (this.isScheduled || !this.isStarted || this.isStopped) return;
+    this.isScheduled = true;
+    queueMicrotask(() => this.run());
+  }
+
+  private onTick(): void {
+    if (this.isStopped) return;
+    this.tickCount++;
+    this.core.tick();
+    this.expireForwards();
+    this.run();
+  }
+
+  private onMessage(m: unknown): void {
+    if (this.isStopped) return;
+    if (!isWellFormedMessage(m, this.core.id)) {
+      this.log.warn({ from: (m as { from?: unknown } | null)?.from }, 'dropping a malformed raft message');
+      return;
+    }
+    this.core.step(m);
+    this.schedule();
+  }
+
+  private run(): void {
+    this.isScheduled = false;
+    if (this.isStopped) return;
+    try {
+      this.flushProposals();
+      this.flushReads();
+      // Each ready() drains everything pending; a handful of rounds settles any follow-ups.
+      for (let round = 0; round < 16 && this.core.hasReady(); round++) this.handleReady(this.core.ready());
+      this.observe();
+    } catch (error) {
+      // A broken core invariant: stop rather than risk acknowledging something wrong.
+      this.fatal(error, 'raft core invariant violated');
+    }
+  }
+
+  private flushProposals(): void {
+    if (this.proposalData.length === 0) return;
+    const data = this.proposalData;
+    const pendings = this.proposalPendings;
+    this.proposalData = [];
+    this.proposalPendings = [];
+    this.proposalBytes = 0;
+    const batchBytesMax = this.config.appendBatchBytesMax;
+    let start = 0;
+    while (start < data.length) {
+      let end = start;
+      let bytes = 0;
+      while (end < data.length && (end === start || bytes + data[end].byteLength + 16 <= batchBytesMax)) {
+        bytes += data[end].byteLength + 16;
+        end++;
+      }
+      const chunk = start === 0 && end === data.length ? data : data.slice(start, end);
+      const forwardId = ++this.forwardSeq;
+      const result = this.core.propose(chunk, forwardId);
+      if (result.code !== null) {
+        const error = this.coded(result.code, 'proposal refused', result.leaderHint);
+        for (let i = start; i < end; i++) this.settle(pendings[i], error);
+      } else if (result.isForwarded) {
+        this.forwards.set(forwardId, { pendings: pendings.slice(start, end), sentTick: this.tickCount });
+      } else {
+        for (let i = start; i < end; i++) this.track(result.index + (i - start), result.term, pendings[i]);
+      }
+      start = end;
+    }
+  }
+
+  /** Waits for the entry at `index` of `term` to be applied. */
+  private track(index: number, term: number, pending: Pending): void {
+    pending.term = term;
+    const existing = this.byIndex.get(index);
+    // Another proposal may hold this index from an earlier term whose entry may yet be committed
+    // by another leader; chain them and let the applied entry's term decide.
+    if (existing !== undefined) pending.next = existing;
+    this.byIndex.set(index, pending);
+  }
+
+  private flushReads(): void {
+    if (this.readWaiters.length === 0) return;
+    const waiters = this.readWaiters;
+    this.readWaiters = [];
+    const id = ++this.readSeq;
+    const result = this.core.readIndex(id);
+    if (result.code !== null) {
+      const error = this.coded(result.code, 'read refused', result.leaderHint);
+      for (const w of waiters) this.settle(w, error);
+      return;
+    }
+    this.readBatches.set(id, waiters);
+  }
+
+  private handleReady(rd: Ready): void {
+    if (rd.messages.length > 0) this.transport.send(rd.messages);
+    const hasWrite = rd.entries.length > 0 || rd.hardState !== null;
+    if (hasWrite || this.isAppending || this.persistQueue.length > 0) {
+      this.persistQueue.push(rd);
+      this.pumpPersist();
+    } else {
+      // Nothing to write and nothing written ahead of it: everything earlier is already durable.
+      this.core.persisted(rd);
+      if (rd.messagesAfterPersist.length > 0) this.transport.send(rd.messagesAfterPersist);
+    }
+    if (rd.committedEntries.length > 0) {
+      this.applyQueue.push(rd.committedEntries);
+      this.pumpApply();
+    }
+    for (const rs of rd.readStates) {
+      const waiters = this.readBatches.get(rs.requestId);
+      if (waiters === undefined) continue;
+      this.readBatches.delete(rs.requestId);
+      this.readsReady.push({ index: rs.index, waiters });
+    }
+    for (const id of rd.droppedReads) {
+      const waiters = this.readBatches.get(id);
+      if (waiters === undefined) continue;
+      this.readBatches.delete(id);
+      const error = this.notLeader();
+      for (const w of waiters) this.settle(w, error);
+    }
+    for (const fr of rd.forwardResults) {
+      const batch = this.forwards.get(fr.forwardId);
+      if (batch === undefined) continue;
+      this.forwards.delete(fr.forwardId);
+      if (fr.code !== null) {
+        const error = this.coded(fr.code, 'forwarded proposal refused by the leader', fr.leaderHint);
+        for (const p of batch.pendings) this.settle(p, error);
+      } else {
+        for (let i = 0; i < batch.pendings.length; i++) this.track(fr.index + i, fr.term, batch.pendings[i]);
+      }
+    }
+    this.releaseReads();
+  }
+
+  private pumpPersist(): void {
+    if (this.isAppending || this.persistQueue.length === 0 || this.isStopped) return;
+    const batch = this.persistQueue;
+    this.persistQueue = [];
+    let entries: readonly Entry[] = [];
+    let isOwned = false;
+    let hardState: HardState | null = null;
+    for (const rd of batch) {
+      if (rd.hardState !== null) hardState = rd.hardState;
+      if (rd.entries.length === 0) continue;
+      if (entries.length === 0) {
+        entries = rd.entries;
+        continue;
+      }
+      const merged: Entry[] = isOwned ? (entries as Entry[]) : entries.slice();
+      isOwned = true;
+      // A later Ready may replace a suffix of an earlier one (a follower's conflict truncation).
+      const cut = rd.entries[0].index - merged[0].index;
+      if (cut < merged.length) merged.length = Math.max(0, cut);
+      for (const e of rd.entries) merged.push(e);
+      entries = merged;
+    }
+    if (entries.length === 0 && hardState === null) {
+      this.finishPersist(batch);
+      return;
+    }
+    this.isAppending = true;
+    const startMs = this.clock.now();
+    let bytes = 0;
+    for (const e of entries) bytes += e.data.byteLength;
+    const count = entries.length;
+    this.appendDone = this.storage.append(entries, hardState).then(
+      () => {
+        this.isAppending = false;
+        if (this.isStopped) return;
+        this.observer.onFsync?.(this.clock.now() - startMs, count, bytes);
+        this.finishPersist(batch);
+        this.pumpPersist();
+        this.run();
+      },
+      (cause: unknown) => {
+        this.isAppending = false;
+        this.fatal(cause, 'Storage.append failed');
+      },
+    );
+  }
+
+  private finishPersist(batch: readonly Ready[]): void {
+    const after: Message[] = [];
+    for (const rd of batch) {
+      this.core.persisted(rd);
+      for (const m of rd.messagesAfterPersist) after.push(m);
+    }
+    if (after.length > 0) this.transport.send(after);
+  }
+
+  private pumpApply(): void {
+    if (this.isApplying || this.applyQueue.length === 0 || this.isStopped) return;
+    let entries = this.applyQueue.shift()!;
+    let bytes = 0;
+    for (const e of entries) bytes += e.data.byteLength;
+    // Merge small batches that queued up behind a slow apply, within the apply byte limit.
+    while (this.applyQueue.length > 0) {
+      let next = 0;
+      for (const e of this.applyQueue[0]) next += e.data.byteLength;
+      if (bytes + next > this.config.applyBatchBytesMax) break;
+      entries = entries.concat(this.applyQueue.shift()!);
+      bytes += next;
+    }
+    this.isApplying = true;
+    const startMs = this.clock.now();
+    const batch = entries;
+    this.applyDone = this.stateMachine.apply(batch).then(
+      (results) => {
+        this.isApplying = false;
+        if (this.isStopped) return;
+        this.observer.onApply?.(this.clock.now() - startMs, batch.length);
+        this.completeApply(batch, results);
+        this.pumpApply();
+        this.run();
+      },
+      (cause: unknown) => {
+        this.isApplying = false;
+        this.fatal(cause, 'StateMachine.apply failed');
+      },
+    );
+  }
+
+  private completeApply(entries: readonly Entry[], results: readonly unknown[]): void {
+    for (let i = 0; i < entries.length; i++) {
+      const e = entries[i];
+      const head = this.byIndex.get(e.index);
+      if (head === undefined) continue;
+      this.byIndex.delete(e.index);
+      for (let p: Pending | null = head; p !== null; p = p.next) {
+        if (p.term === e.term) {
+          if (!p.isSettled) {
+            p.isSettled = true;
+            p.resolve(results[i]);
+          }
+        } else {
+          this.settle(p, new RaftError(RaftErrorCode.ProposalDropped, 'another entry was committed at this index'));
+        }
+      }
+    }
+    const last = entries[entries.length - 1].index;
+    this.appliedIndex = last;
+    this.core.appliedTo(last);
+    this.releaseReads();
+  }
+
+  private releaseReads(): void {
+    if (this.readsReady.length === 0) return;
+    let n = 0;
+    for (; n < this.readsReady.length && this.readsReady[n].index <= this.appliedIndex; n++) {
+      for (const w of this.readsReady[n].waiters) {
+        if (!w.isSettled) {
+          w.isSettled = true;
+          w.resolve();
+        }
+      }
+    }
+    if (n > 0) this.readsReady.splice(0, n);
+  }
+
+  private expireForwards(): void {
+    if (this.forwards.size === 0 && this.transfer === null) return;
+    const limit = 2 * this.config.electionTimeoutTicks;
+    for (const [id, batch] of this.forwards) {
+      if (this.tickCount - batch.sentTick < limit) continue;
+      this.forwards.delete(id);
+      const error = new RaftError(
+        RaftErrorCode.ProposalDropped,
+        'no answer from the leader to a forwarded proposal; it may or may not be applied',
+      );
+      for (const p of batch.pendings) this.settle(p, error);
+    }
+  }
+
+  /** Leader changes, commits and the transfer's outcome, reported after each loop turn. */
+  private observe(): void {
+    const core = this.core;
+    if (core.lead !== this.lastLeader || core.term !== this.lastTerm) {
+      if (core.lead !== this.lastLeader) {
+        this.log.info({ leader: core.lead, term: core.term, role: core.role }, 'raft leader changed');
+        this.observer.onLeaderChange?.(core.lead, core.term);
+      }
+      this.lastLeader = core.lead;
+      this.lastTerm = core.term;
+    }
+    if (core.log.committed !== this.lastCommit) {
+      this.lastCommit = core.log.committed;
+      this.observer.onCommit?.(this.lastCommit);
+    }
+    const t = this.transfer;
+    if (t !== null) {
+      if (t.waiter.isSettled) this.transfer = null;
+      else if (core.lead === t.to && core.role !== 'leader') {
+        this.transfer = null;
+        this.settle(t.waiter, null);
+      } else if (
+        (core.role === 'leader' && core.leadTransferee !== t.to) ||
+        (core.lead !== null && core.lead !== t.to && core.role !== 'leader') ||
+        this.tickCount - t.startTick > 2 * this.config.electionTimeoutTicks
+      ) {
+        this.transfer = null;
+        this.settle(t.waiter, this.coded('RAFT_TRANSFER_FAILED', `leadership did not move to ${t.to}`));
+      }
+    }
+  }
+
+  // ─── Errors and shutdown ──────────────────────────────────────────────────────────────────────
+
+  private notLeader(): RaftError {
+    return new RaftError(RaftErrorCode.NotLeader, `node ${this.core.id} is not the leader`, {
+      leaderHint: this.core.lead,
+    });
+  }
+
+  private coded(code: RaftCoreCode, message: string, leaderHint: NodeId | null = this.core.lead): RaftError {
+    if (code === 'RAFT_NOT_LEADER') return new RaftError(code, `${message}: not the leader`, { leaderHint });
+    return new RaftError(code, message, { leaderHint });
+  }
+
+  /** Settles a waiter once: with `error`, or successfully when `error` is null. */
+  private settle(w: Waiter | Pending, error: RaftError | null): void {
+    if (w.isSettled) return;
+    w.isSettled = true;
+    if (error === null) (w as Waiter).resolve();
+    else w.reject(error);
+  }
+
+  private onAbort(signal: AbortSignal, w: Waiter | Pending, message: string): void {
+    signal.addEventListener('abort', () => this.settle(w, new RaftError(RaftErrorCode.Aborted, message)), {
+      once: true,
+    });
+  }
+
+  private fatal(cause: unknown, message: string): void {
+    const error = new RaftError(RaftErrorCode.StorageFailed, message, { cause });
+    this.log.error({ err: cause }, message);
+    this.halt(error);
+    this.observer.onFatal?.(error);
+  }
+
+  private halt(error: RaftError): void {
+    if (this.isStopped) return;
+    this.isStopped = true;
+    this.cancelTick?.();
+    this.cancelTick = null;
+    for (const p of this.proposalPendings) this.settle(p, error);
+    this.proposalPendings = [];
+    this.proposalData = [];
+    for (const p of this.byIndex.values()) {
+      for (let q: Pending | null = p; q !== null; q = q.next) this.settle(q, error);
+    }
+    this.byIndex.clear();
+    for (const batch of this.forwards.values()) for (const p of batch.pendings) this.settle(p, error);
+    this.forwards.clear();
+    for (const w of this.readWaiters) this.settle(w, error);
+    this.readWaiters = [];
+    for (const ws of this.readBatches.values()) for (const w of ws) this.settle(w, error);
+    this.readBatches.clear();
+    for (const r of this.readsReady) for (const w of r.waiters) this.settle(w, error);
+    this.readsReady = [];
+    if (this.transfer !== null) this.settle(this.transfer.waiter, error);
+    this.transfer = null;
+  }
+}
