@@ -45,7 +45,7 @@ export interface DeleteVolumeCommand {
   readonly atMs?: number;
 }
 
-/** Grows a volume. The same size again is a no-op success; a smaller one is `VOLUME_SHRINK_REFUSED`. */
+/** Grows a volume. The same size again is a no-op success; a smaller one is `INVALID_ARGUMENT`. */
 export interface GrowVolumeCommand {
   readonly type: 'growVolume';
   readonly name: string;
@@ -56,8 +56,11 @@ export interface GrowVolumeCommand {
 /**
  * Exactly-once bookkeeping carried by the data commands (all three fields or none).
  *
- * `seq` increases per session; `ackedBelow` promises that every seq below it has been answered to
- * the client, so the state machine may forget them. A repeated (session, seq) is a no-op success.
+ * `seq` increases per session and starts at 1; `ackedBelow` promises that every seq below it has
+ * been answered to the client, so the state machine may forget them. A repeated (session, seq) is a
+ * no-op success. A session the state machine does not know is created by its first command, unless
+ * that command says (`ackedBelow > 1`) that earlier ones were answered: then the session expired and
+ * the answer is `SESSION_EXPIRED`, because a retry could otherwise be applied twice.
  */
 export interface SessionFields {
   /** Client session id (1..128 characters). */
@@ -115,24 +118,23 @@ export type Command =
 export type DataCommand = WriteCommand | WriteZeroesCommand | TrimCommand;
 
 /**
- * Codes of state-machine-level failures. They are results (the same on every replica), which the
- * API service returns to the client as errors with the same code.
+ * Codes of state-machine-level failures. They are results (the same on every replica), and they are
+ * the block API's wire codes (`@rdl/client` `WireCode`), so the API service passes them through.
  */
 export const ApplyErrorCode = {
-  /** The command is malformed: bad field types, bad name, unaligned size, `ackedBelow > seq`... */
+  /** The command is malformed (bad field types, name, unaligned size, `ackedBelow > seq`) or shrinks a volume. */
   InvalidArgument: 'INVALID_ARGUMENT',
   VolumeNotFound: 'VOLUME_NOT_FOUND',
   /** A volume with this name exists with another size. */
   VolumeExists: 'VOLUME_EXISTS',
   /** The byte range is not inside the volume. */
   OutOfRange: 'OUT_OF_RANGE',
-  /** growVolume asked for a smaller size. */
-  VolumeShrinkRefused: 'VOLUME_SHRINK_REFUSED',
-  /** The state machine holds its maximum number of volumes. */
-  VolumeLimitReached: 'VOLUME_LIMIT_REACHED',
-  /** `seq - ackedBelow` reached the dedup window: the client has too many unanswered commands. */
-  SessionWindowExceeded: 'SESSION_WINDOW_EXCEEDED',
-  /** The session is unknown (expired or evicted) but `ackedBelow > 0` says it had history. */
+  /**
+   * A state-machine limit is reached: the volume count, or a session's dedup window (`seq` is
+   * `SESSION_WINDOW_SEQS` or more above what the client acknowledged).
+   */
+  ResourceExhausted: 'RESOURCE_EXHAUSTED',
+  /** The session is unknown (expired or evicted) but `ackedBelow > 1` says it had answered writes. */
   SessionExpired: 'SESSION_EXPIRED',
 } as const;
 export type ApplyErrorCode = (typeof ApplyErrorCode)[keyof typeof ApplyErrorCode];

@@ -1,0 +1,95 @@
+/**
+ * Opens the daemon's one LevelDB database (classic-level) and turns LevelDB's open failures into
+ * coded errors. The Raft log (`raft-log-store.ts`) and the block state machine (`block-store.ts`)
+ * share it under different key prefixes; docs/storage.md explains why one database and not two.
+ */
+import { constants as fsConstants } from 'node:fs';
+import { access, mkdir } from 'node:fs/promises';
+import { ClassicLevel } from 'classic-level';
+import { StorageErrorCode, storageError } from './errors.js';
+
+/** The database handle shared by the storage modules: binary keys and values (Node Buffers). */
+export type Database = ClassicLevel<Buffer, Buffer>;
+
+/** Tuning of the LevelDB instance. */
+export interface DatabaseOptions {
+  /** LevelDB block cache (default 64 MiB). */
+  cacheSizeBytes?: number;
+  /** Memtable size before a flush to an SST file (default 16 MiB: fewer flushes under write load). */
+  writeBufferSizeBytes?: number;
+}
+
+/**
+ * Opens (creating if needed) the LevelDB database in `directory`.
+ * Rejects with `DAEMON_DATA_DIR_UNWRITABLE` when the directory cannot be created or written, and
+ * with `DAEMON_DATA_DIR_LOCKED` when another process (or another handle in this one) has it open.
+ */
+export async function openDatabase(directory: string, options: DatabaseOptions = {}): Promise<Database> {
+  try {
+    await mkdir(directory, { recursive: true });
+    await access(directory, fsConstants.W_OK | fsConstants.R_OK | fsConstants.X_OK);
+  } catch (error) {
+    throw storageError(
+      StorageErrorCode.DataDirUnwritable,
+      `data directory ${directory} cannot be created or written: ${(error as Error).message}`,
+      error,
+    );
+  }
+  const db = new ClassicLevel<Buffer, Buffer>(directory, {
+    keyEncoding: 'buffer',
+    valueEncoding: 'buffer',
+    cacheSize: options.cacheSizeBytes ?? 64 * 1024 * 1024,
+    writeBufferSize: options.writeBufferSizeBytes ?? 16 * 1024 * 1024,
+  });
+  try {
+    await db.open();
+  } catch (error) {
+    const cause = (error as { cause?: { code?: unknown } }).cause;
+    if (cause?.code === 'LEVEL_LOCKED') {
+      throw storageError(
+        StorageErrorCode.DataDirLocked,
+        `data directory ${directory} is locked: another rdld (or another open of it) is running`,
+        error,
+      );
+    }
+    throw storageError(
+      StorageErrorCode.DataDirUnwritable,
+      `cannot open the database in ${directory}: ${(error as Error).message}`,
+      error,
+    );
+  }
+  return db;
+}
+
+/** Wraps a LevelDB failure in `DAEMON_STORAGE_FAILED` (closed databases become `DAEMON_STORAGE_CLOSED`). */
+export function wrapLevelError(error: unknown, what: string): Error {
+  const code = (error as { code?: unknown }).code;
+  if (code === 'LEVEL_DATABASE_NOT_OPEN' || code === 'LEVEL_ITERATOR_NOT_OPEN' || code === 'LEVEL_SNAPSHOT_NOT_OPEN') {
+    return storageError(StorageErrorCode.StorageClosed, `${what}: the database is closed`, error);
+  }
+  if (typeof code === 'string' && code.startsWith('DAEMON_')) return error as Error;
+  return storageError(StorageErrorCode.StorageFailed, `${what}: ${(error as Error).message}`, error);
+}
+
+/** Encodes a non-negative safe integer as 8 big-endian bytes at `target[offset]` (keys sort by number). */
+export function writeUint64BE(target: Uint8Array, offset: number, value: number): void {
+  const high = Math.floor(value / 0x1_0000_0000);
+  const low = value >>> 0;
+  target[offset] = high >>> 24;
+  target[offset + 1] = (high >>> 16) & 0xff;
+  target[offset + 2] = (high >>> 8) & 0xff;
+  target[offset + 3] = high & 0xff;
+  target[offset + 4] = low >>> 24;
+  target[offset + 5] = (low >>> 16) & 0xff;
+  target[offset + 6] = (low >>> 8) & 0xff;
+  target[offset + 7] = low & 0xff;
+}
+
+/** Reads what `writeUint64BE` wrote. */
+export function readUint64BE(source: Uint8Array, offset: number): number {
+  const high =
+    ((source[offset] << 24) | (source[offset + 1] << 16) | (source[offset + 2] << 8) | source[offset + 3]) >>> 0;
+  const low =
+    ((source[offset + 4] << 24) | (source[offset + 5] << 16) | (source[offset + 6] << 8) | source[offset + 7]) >>> 0;
+  return high * 0x1_0000_0000 + low;
+}

@@ -1,0 +1,31 @@
+/**
+ * Error codes raised by the storage modules (thrown `DaemonError`s, as opposed to the apply results
+ * of `commands.ts`, which are plain data). Listed in docs/errors.md, Daemon section.
+ */
+import { DaemonError, DaemonErrorCode } from '../errors.js';
+
+/** Codes thrown by `src/storage`. */
+export const StorageErrorCode = {
+  /** Another process (or another open in this one) holds the LevelDB lock of the data directory. */
+  DataDirLocked: DaemonErrorCode.DataDirLocked,
+  /** The data directory cannot be created, written or opened as a database. */
+  DataDirUnwritable: DaemonErrorCode.DataDirUnwritable,
+  /** A LevelDB read or write failed (disk full, IO error, failed fsync). The store stops accepting writes. */
+  StorageFailed: 'DAEMON_STORAGE_FAILED',
+  /** A stored value does not decode, or the stored log has a gap: the data directory is damaged. */
+  StorageCorrupt: 'DAEMON_STORAGE_CORRUPT',
+  /** The store was closed (daemon stopping) before or while the call ran. */
+  StorageClosed: 'DAEMON_STORAGE_CLOSED',
+  /** Too many appends are queued behind the one being synced. */
+  StorageBusy: 'DAEMON_STORAGE_BUSY',
+  /** A received snapshot chunk is malformed (or the stream ended without its metadata). */
+  SnapshotInvalid: 'DAEMON_SNAPSHOT_INVALID',
+  /** `openSnapshot` was asked for an index other than the state machine's applied index. */
+  SnapshotMismatch: 'DAEMON_SNAPSHOT_MISMATCH',
+} as const;
+export type StorageErrorCode = (typeof StorageErrorCode)[keyof typeof StorageErrorCode];
+
+/** Builds the `DaemonError` for a storage failure. */
+export function storageError(code: StorageErrorCode, message: string, cause?: unknown): DaemonError {
+  return new DaemonError(code, message, cause === undefined ? undefined : { cause });
+}
