@@ -1,0 +1,135 @@
+import { readFileSync } from 'node:fs';
+
+import { cpuSecondsOf, cpuSecondsPer1kOps } from './cpu.js';
+import { BenchError } from './errors.js';
+import { runToCompletion } from './processes.js';
+import type { Figure } from './stats.js';
+
+/** One fio job against an NBD server (the same job runs against rdl's agent and nbdkit). */
+export interface FioJob {
+  readonly rw: 'randwrite' | 'randread' | 'write' | 'read';
+  readonly blockSizeBytes: number;
+  readonly iodepth: number;
+}
+
+/** Whether the job writes (and so asks for a flush after every write, `--fsync=1`). */
+export function isWriteJob(job: FioJob): boolean {
+  return job.rw === 'randwrite' || job.rw === 'write';
+}
+
+/** Timing of one fio run. */
+export interface FioTiming {
+  readonly warmupMs: number;
+  readonly durationMs: number;
+}
+
+/**
+ * The fio command line for `job` against `uri` (nbd://127.0.0.1:PORT/): the nbd engine, a flush
+ * after every write so each write is durable before fio counts the next, JSON to `outputPath`, the
+ * warm-up as fio's ramp time (excluded from its statistics), and a fixed random seed.
+ */
+export function buildFioArgs(job: FioJob, uri: string, timing: FioTiming, outputPath: string): string[] {
+  const args = [
+    '--name=bench',
+    '--ioengine=nbd',
+    `--uri=${uri}`,
+    `--rw=${job.rw}`,
+    `--bs=${job.blockSizeBytes}`,
+    `--iodepth=${job.iodepth}`,
+    '--time_based=1',
+    `--ramp_time=${Math.round(timing.warmupMs)}ms`,
+    `--runtime=${Math.round(timing.durationMs)}ms`,
+    '--randseed=20261201',
+    '--norandommap=1',
+    '--percentile_list=50:99:99.9',
+    '--output-format=json',
+    `--output=${outputPath}`,
+  ];
+  if (isWriteJob(job)) args.push('--fsync=1');
+  return args;
+}
+
+interface FioDirection {
+  iops: number;
+  bw_bytes: number;
+  total_ios: number;
+  runtime: number;
+  clat_ns?: { percentile?: Record<string, number> };
+}
+
+/**
+ * Extracts the figure of `job` from fio's JSON output (the text may start with fio's own log lines,
+ * such as "fio: connected to NBD server"). Latencies are fio's completion latencies of the reads
+ * or writes. The CPU figure is left null; the caller measures the server's CPU.
+ */
+export function parseFioOutput(text: string, job: FioJob): Figure {
+  const start = text.indexOf('{');
+  if (start < 0) throw new BenchError('BENCH_FIO_OUTPUT_INVALID', 'fio wrote no JSON');
+  let parsed: { jobs?: Array<{ error?: number; read?: FioDirection; write?: FioDirection }> };
+  try {
+    parsed = JSON.parse(text.slice(start)) as typeof parsed;
+  } catch (err) {
+    throw new BenchError('BENCH_FIO_OUTPUT_INVALID', 'fio output is not JSON', { cause: err });
+  }
+  const fioJob = parsed.jobs?.[0];
+  if (fioJob === undefined) throw new BenchError('BENCH_FIO_OUTPUT_INVALID', 'fio output has no job');
+  const direction = isWriteJob(job) ? fioJob.write : fioJob.read;
+  if (direction === undefined || typeof direction.iops !== 'number') {
+    throw new BenchError('BENCH_FIO_OUTPUT_INVALID', 'fio output has no figures for the job direction');
+  }
+  const percentiles = direction.clat_ns?.percentile ?? {};
+  const us = (key: string): number => Math.round((percentiles[key] ?? 0) / 1000);
+  const errors: Record<string, number> = {};
+  if (fioJob.error !== undefined && fioJob.error !== 0) errors[`FIO_ERRNO_${fioJob.error}`] = 1;
+  return {
+    ops: direction.total_ios,
+    elapsedMs: direction.runtime,
+    opsPerSecond: direction.iops,
+    bytesPerSecond: direction.bw_bytes,
+    latencyUs: { p50: us('50.000000'), p99: us('99.000000'), p999: us('99.900000') },
+    cpuSecondsPer1kOps: null,
+    errors,
+  };
+}
+
+/**
+ * Runs fio once against `uri` and returns its figure, with the CPU seconds per 1,000 operations of
+ * `serverPids` sampled at the end of the ramp and at the end of the runtime.
+ */
+export async function runFio(
+  job: FioJob,
+  uri: string,
+  timing: FioTiming,
+  outputPath: string,
+  serverPids: readonly number[],
+): Promise<Figure> {
+  let cpuBefore: number | null = null;
+  let cpuAfter: number | null = null;
+  const startTimer = setTimeout(() => (cpuBefore = cpuSecondsOf(serverPids)), timing.warmupMs);
+  const endTimer = setTimeout(() => (cpuAfter = cpuSecondsOf(serverPids)), timing.warmupMs + timing.durationMs);
+  let result;
+  try {
+    result = await runToCompletion(
+      'fio',
+      buildFioArgs(job, uri, timing, outputPath),
+      timing.warmupMs + timing.durationMs + 60_000,
+    );
+  } finally {
+    clearTimeout(startTimer);
+    clearTimeout(endTimer);
+  }
+  if (result.code !== 0) {
+    throw new BenchError(
+      'BENCH_WORKLOAD_FAILED',
+      `fio exited with ${result.code}: ${(result.stderr || result.stdout).trim().slice(-2000)}`,
+    );
+  }
+  let text: string;
+  try {
+    text = readFileSync(outputPath, 'utf8');
+  } catch (err) {
+    throw new BenchError('BENCH_FIO_OUTPUT_INVALID', `fio wrote no output file ${outputPath}`, { cause: err });
+  }
+  const figure = parseFioOutput(text, job);
+  return { ...figure, cpuSecondsPer1kOps: cpuSecondsPer1kOps(cpuBefore, cpuAfter, figure.ops) };
+}

@@ -1,0 +1,109 @@
+import { figureOf, runClosedLoop } from './closed-loop.js';
+import { cpuSecondsOf, cpuSecondsPer1kOps } from './cpu.js';
+import { BenchError } from './errors.js';
+import { SeededRandom } from './rng.js';
+import type { Figure } from './stats.js';
+import type { LoopWorkload } from './workloads.js';
+
+/**
+ * What a closed-loop workload drives: byte-addressed block reads and writes. rdl's SDK maps them to
+ * volume offsets; the etcd peer maps each block to one key.
+ */
+export interface BlockTarget {
+  /** Writes `data` at `offsetBytes`; resolves once the write is durable (committed). */
+  write(offsetBytes: number, data: Buffer): Promise<void>;
+  /** Reads `lengthBytes` at `offsetBytes` (linearizable). */
+  read(offsetBytes: number, lengthBytes: number): Promise<unknown>;
+}
+
+/** Timing and bounds of one closed-loop workload. */
+export interface LoopRunOptions {
+  readonly warmupMs: number;
+  readonly durationMs: number;
+  readonly opsMax: number;
+  readonly volumeBytes: number;
+  /** The server processes whose CPU is charged to the workload. */
+  readonly serverPids: readonly number[];
+  readonly seed: number;
+  readonly onProgress?: (measuredOps: number, measuredMs: number) => void;
+}
+
+/** A payload of `sizeBytes` pseudo-random bytes from `seed` (incompressible, reproducible). */
+export function payloadOf(sizeBytes: number, seed: number): Buffer {
+  const rng = new SeededRandom(seed);
+  const buffer = Buffer.allocUnsafe(sizeBytes);
+  for (let i = 0; i < sizeBytes; i += 4) buffer.writeUInt32LE(Math.floor(rng.next() * 4294967296), i);
+  return buffer;
+}
+
+/**
+ * The offset of operation `seq` of `worker`: a random aligned block for random workloads; for
+ * sequential ones, each worker streams through its own stripe of the volume, wrapping around.
+ */
+export function offsetOf(
+  workload: LoopWorkload,
+  volumeBytes: number,
+  worker: number,
+  seq: number,
+  rng: SeededRandom,
+): number {
+  const blocks = Math.floor(volumeBytes / workload.sizeBytes);
+  if (blocks < 1) {
+    throw new BenchError(
+      'BENCH_ARGS_INVALID',
+      `volume of ${volumeBytes} bytes is smaller than one ${workload.name} op`,
+    );
+  }
+  if (workload.pattern === 'random') return rng.below(blocks) * workload.sizeBytes;
+  const stripeBlocks = Math.max(1, Math.floor(blocks / workload.concurrency));
+  const first = (worker * stripeBlocks) % blocks;
+  return ((first + (seq % stripeBlocks)) % blocks) * workload.sizeBytes;
+}
+
+/**
+ * Runs one closed-loop workload against `target` and returns its figure, with the servers' CPU
+ * sampled at the edges of the measured window. Stops early (BENCH_WORKLOAD_FAILED) when more than
+ * 1,000 operations fail, or when every operation fails.
+ */
+export async function runLoopWorkload(
+  workload: LoopWorkload,
+  target: BlockTarget,
+  options: LoopRunOptions,
+): Promise<Figure> {
+  const payload = payloadOf(workload.sizeBytes, options.seed);
+  const rngs = Array.from({ length: workload.concurrency }, (_, i) => new SeededRandom(options.seed * 7919 + i));
+  let cpuBefore: number | null = null;
+  let cpuAfter: number | null = null;
+  const result = await runClosedLoop(
+    async (worker, seq) => {
+      const rng = rngs[worker];
+      const offset = offsetOf(workload, options.volumeBytes, worker, seq, rng);
+      const isRead = workload.op === 'read' || (workload.op === 'mixed' && rng.below(100) < workload.readPercent);
+      if (isRead) await target.read(offset, workload.sizeBytes);
+      else await target.write(offset, payload);
+      return workload.sizeBytes;
+    },
+    {
+      concurrency: workload.concurrency,
+      warmupMs: options.warmupMs,
+      durationMs: options.durationMs,
+      opsMax: options.opsMax,
+      errorsMax: 1000,
+      onWindowStart: () => (cpuBefore = cpuSecondsOf(options.serverPids)),
+      onWindowEnd: () => (cpuAfter = cpuSecondsOf(options.serverPids)),
+      onProgress: options.onProgress,
+    },
+  );
+  const errorCount = Object.values(result.errors).reduce((a, b) => a + b, 0);
+  if (errorCount >= 1000 || (result.ops === 0 && errorCount > 0)) {
+    const first = result.firstError;
+    throw new BenchError(
+      'BENCH_WORKLOAD_FAILED',
+      `${workload.name}: ${errorCount} operations failed (${JSON.stringify(result.errors)}); first: ${
+        first instanceof Error ? first.message : String(first)
+      }`,
+      { cause: first },
+    );
+  }
+  return figureOf(result, cpuSecondsPer1kOps(cpuBefore, cpuAfter, result.ops));
+}

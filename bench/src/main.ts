@@ -1,0 +1,224 @@
+#!/usr/bin/env node
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import { join } from 'node:path';
+
+import { parseArgs } from './args.js';
+import type { BenchOptions } from './args.js';
+import { BenchError } from './errors.js';
+import { runFio } from './fio.js';
+import { runLoopWorkload } from './loop-workload.js';
+import { stopAll } from './processes.js';
+import { startProgress } from './progress.js';
+import { commitFollows, evaluateTargets, formatCommitFollows, formatTable, formatTargets } from './report.js';
+import type { Outcome } from './report.js';
+import { summarise } from './stats.js';
+import type { Figure } from './stats.js';
+import { etcdRunner, nbdkitRunner } from './systems.js';
+import type { RunningSystem, SystemRunner } from './systems.js';
+import { rdlRunner, rdlLeaderRegion } from './rdl/system.js';
+import { rows, selectWorkloads, workloadsOf } from './workloads.js';
+import type { Workload } from './workloads.js';
+
+/** The machine the figures were measured on. */
+function describeMachine(): Record<string, string | number> {
+  const tryRun = (command: string, args: string[]): string => {
+    try {
+      return execFileSync(command, args, { encoding: 'utf8', timeout: 10_000, stdio: ['ignore', 'pipe', 'ignore'] })
+        .trim()
+        .split('\n')[0];
+    } catch {
+      return 'not installed';
+    }
+  };
+  return {
+    cpus: os.availableParallelism(),
+    cpuModel: os.cpus()[0]?.model ?? 'unknown',
+    memoryGiB: Math.round((os.totalmem() / 2 ** 30) * 10) / 10,
+    tmpFilesystem: tryRun('stat', ['-f', '-c', '%T', os.tmpdir()]),
+    tmpDevice: tryRun('findmnt', ['-n', '-o', 'SOURCE', '--target', os.tmpdir()]),
+    kernel: os.release(),
+    // Other work on the machine skews every figure; the load at the start says how much there was.
+    loadAverage1mAtStart: Math.round(os.loadavg()[0] * 100) / 100,
+    node: process.version,
+    etcd: tryRun('etcd', ['--version']),
+    nbdkit: tryRun('nbdkit', ['--version']),
+    fio: tryRun('fio', ['--version']),
+  };
+}
+
+function describeError(err: unknown): string {
+  if (err instanceof BenchError) return `${err.code}: ${err.message}`;
+  if (err instanceof Error) {
+    const code = (err as { code?: unknown }).code;
+    return `${code === undefined ? 'ERROR' : String(code)}: ${err.message}`;
+  }
+  return String(err);
+}
+
+async function runWorkload(
+  workload: Workload,
+  running: RunningSystem,
+  options: BenchOptions,
+  run: number,
+): Promise<Figure> {
+  const progress = startProgress(`${workload.name} (run ${run})`, options.warmupMs + options.durationMs);
+  try {
+    let figure: Figure;
+    if (workload.kind === 'loop') {
+      if (running.blockTarget === null) throw new Error(`${workload.system} offers no block target`);
+      figure = await runLoopWorkload(workload, running.blockTarget, {
+        warmupMs: options.warmupMs,
+        durationMs: options.durationMs,
+        opsMax: options.opsMax,
+        volumeBytes: options.volumeBytes,
+        serverPids: running.serverPids,
+        seed: 1000 * run + workload.concurrency,
+        onProgress: (ops, ms) => progress.update(ops, ms),
+      });
+    } else {
+      if (running.nbdUri === null) throw new Error(`${workload.system} offers no NBD export`);
+      figure = await runFio(
+        workload.job,
+        running.nbdUri,
+        { warmupMs: options.warmupMs, durationMs: options.durationMs },
+        join(os.tmpdir(), `rdl-bench-fio-${process.pid}.json`),
+        running.serverPids,
+      );
+    }
+    progress.finish(
+      `${Math.round(figure.opsPerSecond)} ops/s, p50 ${(figure.latencyUs.p50 / 1000).toFixed(2)} ms, p99 ${(figure.latencyUs.p99 / 1000).toFixed(2)} ms`,
+    );
+    return figure;
+  } catch (err) {
+    progress.finish(`failed: ${describeError(err)}`);
+    throw err;
+  }
+}
+
+async function main(): Promise<number> {
+  let options: BenchOptions;
+  try {
+    options = parseArgs(process.argv.slice(2));
+  } catch (err) {
+    process.stderr.write(`bench: ${describeError(err)}\n`);
+    return 2;
+  }
+  const selected = selectWorkloads(options.only);
+  const runners: SystemRunner[] = [etcdRunner, nbdkitRunner, rdlRunner];
+  const figures = new Map<string, Figure[]>();
+  const notes = new Map<string, Outcome>();
+  const descriptions = new Map<string, string>();
+  const startedAt = new Date().toISOString();
+  const machine = describeMachine();
+  process.stderr.write(
+    `bench: ${options.runs} run(s), ${options.warmupMs / 1000} s warm-up + ${options.durationMs / 1000} s per workload, ` +
+      `${selected.size} workload(s)${options.rtt === null ? '' : `, emulated RTT ${options.rtt.map((p) => `${p.a}-${p.b}=${p.rttMs}ms`).join(',')}`}\n`,
+  );
+
+  for (let run = 1; run <= options.runs; run++) {
+    for (const runner of runners) {
+      const workloads = workloadsOf(runner.system, selected);
+      if (workloads.length === 0) continue;
+      const needs = {
+        needsBlockTarget: workloads.some((w) => w.kind === 'loop'),
+        needsNbd: workloads.some((w) => w.kind === 'fio'),
+      };
+      const reason = runner.unavailableReason(needs);
+      if (reason !== null) {
+        if (run === 1) process.stderr.write(`bench: ${runner.system}: skipped: ${reason}\n`);
+        for (const w of workloads) notes.set(w.name, { status: 'skipped', reason });
+        continue;
+      }
+      const workDir = mkdtempSync(join(os.tmpdir(), `rdl-bench-${runner.system}-`));
+      let running: RunningSystem;
+      try {
+        running = await runner.start({ workDir, volumeBytes: options.volumeBytes, rtt: options.rtt, ...needs });
+      } catch (err) {
+        process.stderr.write(`bench: ${runner.system}: failed to start: ${describeError(err)}\n`);
+        for (const w of workloads)
+          notes.set(w.name, { status: 'failed', reason: `start: ${describeError(err).split('\n')[0]}` });
+        if (!options.isKeepData) rmSync(workDir, { recursive: true, force: true });
+        continue;
+      }
+      descriptions.set(runner.system, running.description);
+      process.stderr.write(`bench: ${runner.system}: ${running.description}\n`);
+      try {
+        for (const workload of workloads) {
+          try {
+            const figure = await runWorkload(workload, running, options, run);
+            figures.set(workload.name, [...(figures.get(workload.name) ?? []), figure]);
+          } catch (err) {
+            notes.set(workload.name, { status: 'failed', reason: describeError(err).split('\n')[0] });
+          }
+        }
+      } finally {
+        await running.stop();
+        if (options.isKeepData) process.stderr.write(`bench: ${runner.system}: data and logs kept in ${workDir}\n`);
+        else rmSync(workDir, { recursive: true, force: true });
+      }
+    }
+  }
+
+  const outcomes = new Map<string, Outcome>();
+  for (const [name, note] of notes) outcomes.set(name, note);
+  // A workload that succeeded in some runs reports the median of those.
+  for (const [name, list] of figures) outcomes.set(name, { status: 'ok', summary: summarise(list) });
+
+  const table = formatTable(rows, outcomes);
+  const verdicts = evaluateTargets(outcomes);
+  let rttSentence: string | null = null;
+  if (options.rtt !== null) {
+    const qd1 = outcomes.get('sdk-write-4k-qd1');
+    if (qd1?.status === 'ok') {
+      rttSentence = formatCommitFollows(commitFollows(rdlLeaderRegion, options.rtt, qd1.summary.latencyUs.p50 / 1000));
+    }
+  }
+  const out = process.stdout;
+  out.write(`\n${table}\n\nTargets (issue 6):\n${formatTargets(verdicts)}\n`);
+  if (rttSentence !== null) out.write(`\nRegion latency: ${rttSentence}\n`);
+  out.write(
+    `\nMachine: ${machine.cpus} CPUs (${machine.cpuModel}), ${machine.memoryGiB} GiB, ${machine.tmpFilesystem} on ${machine.tmpDevice}, load average ${machine.loadAverage1mAtStart} at start; ` +
+      `${options.runs} run(s), median shown, spread = half the min-max range of ops/s.\n`,
+  );
+  for (const [system, description] of descriptions) out.write(`- ${system}: ${description}\n`);
+
+  if (options.jsonPath !== null) {
+    const json = {
+      startedAt,
+      finishedAt: new Date().toISOString(),
+      options,
+      machine,
+      systems: Object.fromEntries(descriptions),
+      workloads: Object.fromEntries(
+        [...outcomes].map(([name, outcome]) => [name, { ...outcome, runs: figures.get(name) ?? [] }]),
+      ),
+      targets: verdicts,
+      regionLatency: rttSentence,
+      table,
+    };
+    writeFileSync(options.jsonPath, `${JSON.stringify(json, null, 2)}\n`);
+    process.stderr.write(`bench: figures written to ${options.jsonPath}\n`);
+  }
+  // Peers may be missing or fail (reported above); rdl's own workloads must all succeed.
+  const rdlFailures = [...outcomes].filter(
+    ([name, o]) => o.status === 'failed' && rows.some((row) => row.rdl.name === name),
+  );
+  if (rdlFailures.length > 0) {
+    process.stderr.write(`bench: ${rdlFailures.length} rdl workload(s) failed\n`);
+    return 1;
+  }
+  return 0;
+}
+
+main()
+  .then(async (code) => {
+    await stopAll();
+    process.exitCode = code;
+  })
+  .catch(async (err: unknown) => {
+    process.stderr.write(`bench: ${describeError(err)}\n`);
+    await stopAll();
+    process.exitCode = 1;
+  });

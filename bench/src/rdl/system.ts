@@ -1,0 +1,48 @@
+import { existsSync } from 'node:fs';
+
+import type { Region } from '../args.js';
+import type { RunningSystem, SystemRunner } from '../systems.js';
+import { rdldMainPath, startRdlCluster } from './cluster.js';
+import { openSdk } from './sdk.js';
+
+/** The region the harness makes leader before measuring (the report's commit-latency claim). */
+export const rdlLeaderRegion: Region = 'geneva';
+
+/** The volume the workloads write and read. */
+export const benchVolumeName = 'bench';
+
+/**
+ * rdl: three real rdld daemons on loopback; the SDK (RdlClient) for closed-loop workloads and
+ * `rdl-agent nbd` for fio.
+ */
+export const rdlRunner: SystemRunner = {
+  system: 'rdl',
+  unavailableReason: () => null,
+  async start(context) {
+    if (!existsSync(rdldMainPath)) throw new Error(`rdld is not built (${rdldMainPath} missing): run npm run build`);
+    const cluster = await startRdlCluster(context.workDir, context.rtt);
+    const stops: Array<() => Promise<void>> = [() => cluster.stop()];
+    const stop = async (): Promise<void> => {
+      for (const s of stops.reverse()) await s().catch(() => undefined);
+    };
+    try {
+      const sdk = await openSdk(cluster.clientEndpoints);
+      stops.push(() => sdk.close());
+      await sdk.transferLeader(rdlLeaderRegion);
+      await sdk.createVolume(benchVolumeName, context.volumeBytes);
+      return {
+        serverPids: cluster.daemons.map((d) => d.process.pid),
+        blockTarget: {
+          write: (offset, data) => sdk.write(benchVolumeName, offset, data),
+          read: (offset, length) => sdk.read(benchVolumeName, offset, length),
+        },
+        nbdUri: null,
+        description: `3 rdld on 127.0.0.1 (leader ${rdlLeaderRegion}), SDK to ${cluster.clientEndpoints.join(',')}`,
+        stop,
+      } satisfies RunningSystem;
+    } catch (err) {
+      await stop();
+      throw err;
+    }
+  },
+};

@@ -1,0 +1,96 @@
+// Proves the harness parses its command line as documented: defaults and --quick, --rtt pairs
+// (units, validation, one-way delays per daemon) and --only selectors, with BENCH_ARGS_INVALID on
+// bad input. Pure functions, no processes.
+import test from 'ava';
+
+import { oneWayDelaysMs, parseArgs, parseDurationMs, parseRtt, rttBetweenMs } from '../../src/args.js';
+import { rows, selectWorkloads, workloadsOf } from '../../src/workloads.js';
+
+const codeOf = (err: unknown): string | undefined => (err as { code?: string } | undefined)?.code;
+
+test('defaults: 15 s per workload after a 3 s warm-up, 3 runs, 256 MiB volume', (t) => {
+  const options = parseArgs([]);
+  t.is(options.durationMs, 15_000);
+  t.is(options.warmupMs, 3_000);
+  t.is(options.runs, 3);
+  t.is(options.volumeBytes, 256 * 1024 * 1024);
+  t.is(options.jsonPath, null);
+  t.is(options.only, null);
+  t.is(options.rtt, null);
+  t.false(options.isQuick);
+  t.true(Object.isFrozen(options));
+});
+
+test('--quick shortens workloads to a few seconds and one run; explicit flags still win', (t) => {
+  const quick = parseArgs(['--quick']);
+  t.true(quick.isQuick);
+  t.is(quick.durationMs, 3_000);
+  t.is(quick.runs, 1);
+  const custom = parseArgs(['--quick', '--duration', '5', '--runs', '2', '--json', 'out.json']);
+  t.is(custom.durationMs, 5_000);
+  t.is(custom.runs, 2);
+  t.is(custom.jsonPath, 'out.json');
+});
+
+test('bad flags are BENCH_ARGS_INVALID errors, not exits', (t) => {
+  t.is(codeOf(t.throws(() => parseArgs(['--runs', '0']))), 'BENCH_ARGS_INVALID');
+  t.is(codeOf(t.throws(() => parseArgs(['--runs', '1.5']))), 'BENCH_ARGS_INVALID');
+  t.is(codeOf(t.throws(() => parseArgs(['--no-such-flag']))), 'BENCH_ARGS_INVALID');
+  t.is(codeOf(t.throws(() => parseArgs(['--only', ' , ']))), 'BENCH_ARGS_INVALID');
+});
+
+test('durations accept ms, us and s, and default to milliseconds', (t) => {
+  t.is(parseDurationMs('0.35ms'), 0.35);
+  t.is(parseDurationMs('350us'), 0.35);
+  t.is(parseDurationMs('2'), 2);
+  t.is(parseDurationMs('1s'), 1000);
+  t.is(codeOf(t.throws(() => parseDurationMs('fast'))), 'BENCH_ARGS_INVALID');
+  t.is(codeOf(t.throws(() => parseDurationMs('-1ms'))), 'BENCH_ARGS_INVALID');
+});
+
+test('--rtt parses the three region pairs and splits each round trip into two one-way delays', (t) => {
+  const rtt = parseArgs(['--rtt', 'geneva-gland=0.35ms,geneva-lucerne=2.5ms,gland-lucerne=2.4ms']).rtt!;
+  t.is(rtt.length, 3);
+  t.is(rttBetweenMs(rtt, 'gland', 'geneva'), 0.35);
+  t.is(rttBetweenMs(rtt, 'lucerne', 'gland'), 2.4);
+  t.deepEqual(
+    [...oneWayDelaysMs(rtt, 'geneva')],
+    [
+      ['gland', 0.175],
+      ['lucerne', 1.25],
+    ],
+  );
+  t.deepEqual(
+    [...oneWayDelaysMs(rtt, 'lucerne')],
+    [
+      ['geneva', 1.25],
+      ['gland', 1.2],
+    ],
+  );
+  // A pair not given has no delay at all.
+  t.deepEqual([...oneWayDelaysMs(parseRtt('geneva-gland=1ms'), 'lucerne')], []);
+});
+
+test('--rtt rejects unknown regions, self pairs, repeated pairs and garbage', (t) => {
+  for (const spec of ['geneva-zurich=1ms', 'geneva-geneva=1ms', 'geneva-gland=1ms,gland-geneva=2ms', 'geneva=1', '']) {
+    t.is(codeOf(t.throws(() => parseRtt(spec))), 'BENCH_ARGS_INVALID', spec);
+  }
+});
+
+test('--only: an rdl workload or group keeps its peer; rdl/peer groups select one side', (t) => {
+  t.deepEqual([...selectWorkloads(['sdk-write-4k-qd64'])].sort(), ['etcd-put-4k-qd64', 'sdk-write-4k-qd64']);
+  const nbd = selectWorkloads(['nbd']);
+  t.true(nbd.has('nbd-randwrite-4k-qd32') && nbd.has('nbdkit-randwrite-4k-qd32'));
+  t.false(nbd.has('sdk-write-4k-qd1'));
+  const peers = selectWorkloads(['peers']);
+  t.true([...peers].every((name) => name.startsWith('etcd-') || name.startsWith('nbdkit-')));
+  t.is(peers.size, rows.filter((r) => r.peer !== null).length);
+  const rdl = selectWorkloads(['rdl']);
+  t.is(rdl.size, rows.length);
+  t.deepEqual(
+    workloadsOf('etcd', selectWorkloads(['etcd'])).map((w) => w.name),
+    rows.filter((r) => r.peer?.system === 'etcd').map((r) => r.peer!.name),
+  );
+  t.is(selectWorkloads(null).size, rows.length + rows.filter((r) => r.peer !== null).length);
+  t.is(codeOf(t.throws(() => selectWorkloads(['sdk-write-4k-qd3']))), 'BENCH_ARGS_INVALID');
+});
