@@ -1,0 +1,282 @@
+// Proves the RaftNode driver end to end on fakes (a manual clock, an in-memory hub transport, an
+// in-memory storage that can stall writes, a state machine that echoes): election from ticks,
+// propose() resolving with the proposer's apply result, fail-fast RAFT_NOT_LEADER with a leader
+// hint, readIndex, leadership transfer, group commit of appends, and RAFT_STOPPED on stop.
+import test from 'ava';
+import type {
+  Clock,
+  Entry,
+  HardState,
+  PersistedState,
+  RaftMessage,
+  StateMachine,
+  Storage,
+  Transport,
+} from '../../src/api.js';
+import { RaftNode } from '../../src/index.js';
+import type { RaftConfig } from '../../src/index.js';
+import { seededRandom } from './harness.js';
+
+class ManualClock implements Clock {
+  private nowMs = 0;
+  private timers: { at: number; every: number; fn: () => void; isLive: boolean }[] = [];
+  now(): number {
+    return this.nowMs;
+  }
+  setInterval(fn: () => void, intervalMs: number): () => void {
+    const t = { at: this.nowMs + intervalMs, every: intervalMs, fn, isLive: true };
+    this.timers.push(t);
+    return () => {
+      t.isLive = false;
+    };
+  }
+  setTimeout(fn: () => void, delayMs: number): () => void {
+    const t = { at: this.nowMs + delayMs, every: 0, fn, isLive: true };
+    this.timers.push(t);
+    return () => {
+      t.isLive = false;
+    };
+  }
+  /** Advances time by `ms`, firing due timers in time order. */
+  advance(ms: number): void {
+    const end = this.nowMs + ms;
+    for (;;) {
+      const due = this.timers.filter((t) => t.isLive && t.at <= end).sort((a, b) => a.at - b.at)[0];
+      if (due === undefined) break;
+      this.nowMs = due.at;
+      if (due.every > 0) due.at += due.every;
+      else due.isLive = false;
+      due.fn();
+    }
+    this.nowMs = end;
+  }
+}
+
+class Hub {
+  readonly handlers = new Map<string, (m: RaftMessage) => void>();
+  readonly down = new Set<string>();
+  transport(id: string): Transport {
+    return {
+      send: (messages) => {
+        for (const m of messages) {
+          if (this.down.has(m.from) || this.down.has(m.to)) continue;
+          queueMicrotask(() => this.handlers.get(m.to)?.(m));
+        }
+      },
+      onMessage: (handler) => {
+        this.handlers.set(id, handler);
+      },
+    };
+  }
+}
+
+class MemoryStorage implements Storage {
+  entries: Entry[] = [];
+  hardState: HardState = { term: 0, vote: null, commit: 0 };
+  appendCalls: number[] = [];
+  stall: Promise<void> | null = null;
+  load(): Promise<PersistedState> {
+    return Promise.resolve({ hardState: this.hardState, snapshot: null, entries: [...this.entries] });
+  }
+  async append(entries: readonly Entry[], hardState: HardState | null): Promise<void> {
+    this.appendCalls.push(entries.length);
+    if (this.stall !== null) await this.stall;
+    if (entries.length > 0) {
+      this.entries.length = Math.min(this.entries.length, entries[0].index - 1);
+      this.entries.push(...entries);
+    }
+    if (hardState !== null) this.hardState = hardState;
+  }
+  applySnapshot(): Promise<void> {
+    return Promise.resolve();
+  }
+  compact(): Promise<void> {
+    return Promise.resolve();
+  }
+  close(): Promise<void> {
+    return Promise.resolve();
+  }
+}
+
+class EchoMachine implements StateMachine {
+  applied = 0;
+  log: string[] = [];
+  appliedIndex(): Promise<number> {
+    return Promise.resolve(this.applied);
+  }
+  apply(entries: readonly Entry[]): Promise<unknown[]> {
+    const out: unknown[] = [];
+    for (const e of entries) {
+      const s = new TextDecoder().decode(e.data);
+      if (s.length > 0) this.log.push(s);
+      out.push(s.length === 0 ? undefined : `applied:${s}@${e.index}`);
+      this.applied = e.index;
+    }
+    return Promise.resolve(out);
+  }
+  openSnapshot(): never {
+    throw new Error('not used');
+  }
+  beginRestore(): never {
+    throw new Error('not used');
+  }
+}
+
+const ids = ['geneva', 'gland', 'lucerne'];
+
+async function yieldTurns(n = 20): Promise<void> {
+  for (let i = 0; i < n; i++) await new Promise<void>((resolve) => setImmediate(resolve));
+}
+
+async function cluster(config: Partial<RaftConfig> = {}) {
+  const clock = new ManualClock();
+  const hub = new Hub();
+  const nodes = new Map<string, { node: RaftNode; storage: MemoryStorage; sm: EchoMachine }>();
+  for (const [i, id] of ids.entries()) {
+    const storage = new MemoryStorage();
+    const sm = new EchoMachine();
+    const node = await RaftNode.create({
+      id,
+      peers: ids,
+      storage,
+      transport: hub.transport(id),
+      stateMachine: sm,
+      clock,
+      random: seededRandom(i + 11),
+      config,
+    });
+    nodes.set(id, { node, storage, sm });
+  }
+  for (const n of nodes.values()) n.node.start();
+  /** Advances time tick by tick until `cond` holds (bounded). */
+  async function until(cond: () => boolean, ticksMax = 200): Promise<void> {
+    for (let i = 0; i < ticksMax; i++) {
+      if (cond()) return;
+      clock.advance(50);
+      await yieldTurns(5);
+    }
+    if (!cond()) throw new Error('condition not reached');
+  }
+  function leader(): string | undefined {
+    return [...nodes].find(([, n]) => n.node.status().role === 'leader')?.[0];
+  }
+  return { clock, hub, nodes, until, leader };
+}
+
+test('a cluster elects a leader from clock ticks and propose() resolves with the apply result', async (t) => {
+  const c = await cluster();
+  await c.until(() => c.leader() !== undefined);
+  const leader = c.nodes.get(c.leader()!)!;
+  const result = await leader.node.propose(new TextEncoder().encode('hello'));
+  t.is(result, 'applied:hello@2');
+  await c.until(() => [...c.nodes.values()].every((n) => n.sm.log.length === 1));
+  for (const n of c.nodes.values()) t.deepEqual(n.sm.log, ['hello']);
+  for (const n of c.nodes.values()) await n.node.stop();
+});
+
+test('a follower fails fast with RAFT_NOT_LEADER and names the leader', async (t) => {
+  const c = await cluster();
+  await c.until(() => c.leader() !== undefined && [...c.nodes.values()].every((n) => n.node.status().leader !== null));
+  const leaderId = c.leader()!;
+  const follower = [...c.nodes].find(([id]) => id !== leaderId)![1];
+  const error = await t.throwsAsync(follower.node.propose(new Uint8Array([1])));
+  t.is((error as { code?: string }).code, 'RAFT_NOT_LEADER');
+  t.is((error as { leaderHint?: string }).leaderHint, leaderId);
+  const readError = await t.throwsAsync(follower.node.readIndex());
+  t.is((readError as { code?: string }).code, 'RAFT_NOT_LEADER');
+  for (const n of c.nodes.values()) await n.node.stop();
+});
+
+test('proposal forwarding: a follower forwards and still resolves with its own entry result', async (t) => {
+  const c = await cluster({ isProposalForwardingEnabled: true });
+  await c.until(() => c.leader() !== undefined && [...c.nodes.values()].every((n) => n.node.status().leader !== null));
+  const leaderId = c.leader()!;
+  const follower = [...c.nodes].find(([id]) => id !== leaderId)![1];
+  const p = follower.node.propose(new TextEncoder().encode('fwd'));
+  await c.until(() => follower.sm.log.length === 1);
+  t.is(await p, 'applied:fwd@2');
+  for (const n of c.nodes.values()) await n.node.stop();
+});
+
+test('readIndex resolves on the leader after a quorum round and once applied', async (t) => {
+  const c = await cluster();
+  await c.until(() => c.leader() !== undefined);
+  const leader = c.nodes.get(c.leader()!)!;
+  await leader.node.propose(new TextEncoder().encode('w'));
+  let isRead = false;
+  const read = leader.node.readIndex().then(() => {
+    isRead = true;
+  });
+  await c.until(() => isRead);
+  await read;
+  t.true(leader.node.status().appliedIndex >= 2);
+  for (const n of c.nodes.values()) await n.node.stop();
+});
+
+test('entries proposed while the leader fsyncs are grouped into the next single append', async (t) => {
+  const c = await cluster();
+  await c.until(() => c.leader() !== undefined);
+  const leader = c.nodes.get(c.leader()!)!;
+  let release!: () => void;
+  leader.storage.stall = new Promise<void>((resolve) => {
+    release = resolve;
+  });
+  const first = leader.node.propose(new TextEncoder().encode('first'));
+  await yieldTurns();
+  const calls = leader.storage.appendCalls.length;
+  const rest = Array.from({ length: 10 }, (_, i) => leader.node.propose(new TextEncoder().encode(`p${i}`)));
+  await yieldTurns();
+  t.is(leader.storage.appendCalls.length, calls, 'no second append while one is in flight');
+  leader.storage.stall = null;
+  release();
+  await Promise.all([first, ...rest]);
+  t.deepEqual(leader.storage.appendCalls.slice(calls), [10], 'the 10 waiting entries went in one write');
+  for (const n of c.nodes.values()) await n.node.stop();
+});
+
+test('transferLeadership moves leadership to the target', async (t) => {
+  const c = await cluster();
+  await c.until(() => c.leader() !== undefined);
+  const from = c.leader()!;
+  const to = ids.find((id) => id !== from)!;
+  const done = c.nodes.get(from)!.node.transferLeadership(to);
+  let isDone = false;
+  void done.then(() => (isDone = true));
+  await c.until(() => isDone);
+  await done;
+  await c.until(() => c.leader() === to);
+  t.is(c.leader(), to);
+  for (const n of c.nodes.values()) await n.node.stop();
+});
+
+test('stop() fails pending proposals with RAFT_STOPPED', async (t) => {
+  const c = await cluster();
+  await c.until(() => c.leader() !== undefined);
+  const leader = c.nodes.get(c.leader()!)!;
+  for (const [id] of c.nodes) if (id !== c.leader()) c.hub.down.add(id);
+  const p = leader.node.propose(new Uint8Array([1]));
+  await yieldTurns();
+  await leader.node.stop();
+  const error = await t.throwsAsync(p);
+  t.is((error as { code?: string }).code, 'RAFT_STOPPED');
+  for (const n of c.nodes.values()) await n.node.stop();
+});
+
+test('create() rejects an invalid config with RAFT_CONFIG_INVALID listing every problem', async (t) => {
+  const error = await t.throwsAsync(
+    RaftNode.create({
+      id: 'geneva',
+      peers: ids,
+      storage: new MemoryStorage(),
+      transport: new Hub().transport('geneva'),
+      stateMachine: new EchoMachine(),
+      clock: new ManualClock(),
+      random: seededRandom(1),
+      config: { heartbeatTicks: 20, inflightMessagesMax: 0, isLeaseReadEnabled: true, isCheckQuorumEnabled: false },
+    }),
+  );
+  t.is((error as { code?: string }).code, 'RAFT_CONFIG_INVALID');
+  t.regex(error!.message, /heartbeatTicks/);
+  t.regex(error!.message, /inflightMessagesMax/);
+  t.regex(error!.message, /isCheckQuorumEnabled/);
+});
