@@ -69,6 +69,8 @@ export interface DaemonConfig {
     readonly streamInflightBytesMax: number;
     /** IO requests in flight on the whole daemon before new ones get RESOURCE_EXHAUSTED. */
     readonly daemonInflightMax: number;
+    /** How long a request waits for commit (writes) or a read index (reads) before DEADLINE_EXCEEDED. */
+    readonly requestTimeoutMs: number;
   };
   readonly transport: {
     /** Messages queued per peer before new ones are dropped. */
@@ -234,6 +236,16 @@ export const configOptions: readonly ConfigOption[] = [
     min: 1,
     max: 1_000_000,
   }),
+  option(
+    'api.request_timeout_ms',
+    'int',
+    10_000,
+    'How long a request waits for its commit or read index before DEADLINE_EXCEEDED.',
+    {
+      min: 100,
+      max: 600_000,
+    },
+  ),
   option('transport.queue_messages_max', 'int', 4096, 'Raft messages queued per peer before new ones are dropped.', {
     min: 16,
     max: 1_000_000,

@@ -24,6 +24,8 @@ export const DaemonErrorCode = {
   PeerIdentityMismatch: 'DAEMON_PEER_IDENTITY_MISMATCH',
   /** The daemon is stopping or stopped; the request was not served. */
   Stopped: 'DAEMON_STOPPED',
+  /** Start-up failed for a reason without a more specific code (see the log line's `err`). */
+  StartFailed: 'DAEMON_START_FAILED',
 } as const;
 /** One of the daemon's own error codes (storage modules may add theirs as plain strings). */
 export type DaemonErrorCode = (typeof DaemonErrorCode)[keyof typeof DaemonErrorCode];
