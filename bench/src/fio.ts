@@ -59,13 +59,23 @@ interface FioDirection {
 
 /**
  * Extracts the figure of `job` from fio's JSON output (the text may start with fio's own log lines,
- * such as "fio: connected to NBD server"). Latencies are fio's completion latencies of the reads
- * or writes. The CPU figure is left null; the caller measures the server's CPU.
+ * such as "fio: connected to NBD server"). Read latencies are fio's completion latencies. A write
+ * is durable only once the flush after it completes, so a write job's latency percentiles are the
+ * write's completion percentile PLUS the flush's (fio reports the two separately; their sum
+ * approximates the percentile of the durable-write latency). The CPU figure is left null; the
+ * caller measures the server's CPU.
  */
 export function parseFioOutput(text: string, job: FioJob): Figure {
   const start = text.indexOf('{');
   if (start < 0) throw new BenchError('BENCH_FIO_OUTPUT_INVALID', 'fio wrote no JSON');
-  let parsed: { jobs?: Array<{ error?: number; read?: FioDirection; write?: FioDirection }> };
+  let parsed: {
+    jobs?: Array<{
+      error?: number;
+      read?: FioDirection;
+      write?: FioDirection;
+      sync?: { lat_ns?: { percentile?: Record<string, number> } };
+    }>;
+  };
   try {
     parsed = JSON.parse(text.slice(start)) as typeof parsed;
   } catch (err) {
@@ -78,7 +88,8 @@ export function parseFioOutput(text: string, job: FioJob): Figure {
     throw new BenchError('BENCH_FIO_OUTPUT_INVALID', 'fio output has no figures for the job direction');
   }
   const percentiles = direction.clat_ns?.percentile ?? {};
-  const us = (key: string): number => Math.round((percentiles[key] ?? 0) / 1000);
+  const flushPercentiles = (isWriteJob(job) ? fioJob.sync?.lat_ns?.percentile : undefined) ?? {};
+  const us = (key: string): number => Math.round(((percentiles[key] ?? 0) + (flushPercentiles[key] ?? 0)) / 1000);
   const errors: Record<string, number> = {};
   if (fioJob.error !== undefined && fioJob.error !== 0) errors[`FIO_ERRNO_${fioJob.error}`] = 1;
   return {

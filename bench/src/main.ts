@@ -84,7 +84,7 @@ async function runWorkload(
         running.nbdUri,
         { warmupMs: options.warmupMs, durationMs: options.durationMs },
         join(os.tmpdir(), `rdl-bench-fio-${process.pid}.json`),
-        running.serverPids,
+        running.fioServerPids,
       );
     }
     progress.finish(

@@ -7,8 +7,10 @@ import type { SystemName } from './workloads.js';
 
 /** What a started system offers the workloads. */
 export interface RunningSystem {
-  /** Server processes whose CPU time is charged to the workloads. */
+  /** Server processes whose CPU time is charged to the closed-loop workloads. */
   readonly serverPids: readonly number[];
+  /** Server processes charged for fio workloads (for rdl: the daemons and the NBD agent). */
+  readonly fioServerPids: readonly number[];
   /** For closed-loop workloads (rdl's SDK, etcd's gRPC API), or null. */
   readonly blockTarget: BlockTarget | null;
   /** nbd://127.0.0.1:PORT/ for fio workloads (rdl's agent, nbdkit), or null. */
@@ -52,6 +54,7 @@ export const etcdRunner: SystemRunner = {
     const kv = new EtcdKv(cluster.leaderEndpoint);
     return {
       serverPids: cluster.processes.map((p) => p.pid),
+      fioServerPids: [],
       blockTarget: {
         write: (offset, data) => kv.put(etcdKeyOf(offset, data.length), data),
         read: (offset, length) => kv.get(etcdKeyOf(offset, length)),
@@ -75,6 +78,7 @@ export const nbdkitRunner: SystemRunner = {
     const server = await startNbdkit(context.workDir, context.volumeBytes);
     return {
       serverPids: [server.process.pid],
+      fioServerPids: [server.process.pid],
       blockTarget: null,
       nbdUri: server.uri,
       description: `nbdkit file plugin at ${server.uri}`,

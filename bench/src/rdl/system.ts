@@ -2,6 +2,7 @@ import { existsSync } from 'node:fs';
 
 import type { Region } from '../args.js';
 import type { RunningSystem, SystemRunner } from '../systems.js';
+import { startAgent } from './agent.js';
 import { rdldMainPath, startRdlCluster } from './cluster.js';
 import { openSdk } from './sdk.js';
 
@@ -30,14 +31,27 @@ export const rdlRunner: SystemRunner = {
       stops.push(() => sdk.close());
       await sdk.transferLeader(rdlLeaderRegion);
       await sdk.createVolume(benchVolumeName, context.volumeBytes);
+      const serverPids = cluster.daemons.map((d) => d.process.pid);
+      const fioServerPids = [...serverPids];
+      let nbdUri: string | null = null;
+      if (context.needsNbd) {
+        const agent = await startAgent(context.workDir, cluster.clientEndpoints);
+        stops.push(() => agent.stop());
+        nbdUri = agent.uriOf(benchVolumeName);
+        // Through NBD the agent is part of the server side: its CPU counts too.
+        fioServerPids.push(agent.process.pid);
+      }
       return {
-        serverPids: cluster.daemons.map((d) => d.process.pid),
+        serverPids,
+        fioServerPids,
         blockTarget: {
           write: (offset, data) => sdk.write(benchVolumeName, offset, data),
           read: (offset, length) => sdk.read(benchVolumeName, offset, length),
         },
-        nbdUri: null,
-        description: `3 rdld on 127.0.0.1 (leader ${rdlLeaderRegion}), SDK to ${cluster.clientEndpoints.join(',')}`,
+        nbdUri,
+        description:
+          `3 rdld on 127.0.0.1 (leader ${rdlLeaderRegion}), SDK to ${cluster.clientEndpoints.join(',')}` +
+          (nbdUri === null ? '' : `, rdl-agent NBD at ${nbdUri}`),
         stop,
       } satisfies RunningSystem;
     } catch (err) {

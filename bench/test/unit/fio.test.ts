@@ -40,20 +40,27 @@ function fioOutput(direction: 'read' | 'write'): string {
     runtime: 5004,
     clat_ns: { percentile: { '50.000000': 1_122_304, '99.000000': 3_817_472, '99.900000': 6_520_832 } },
   };
-  const job = { jobname: 'bench', error: 0, read: empty, write: empty, [direction]: measured };
+  const sync = {
+    total_ios: 34_372,
+    lat_ns: { percentile: { '50.000000': 3_129_344, '99.000000': 6_848_512, '99.900000': 11_468_800 } },
+  };
+  const job = { jobname: 'bench', error: 0, read: empty, write: empty, [direction]: measured, sync };
   return `fio: connected to NBD server\n${JSON.stringify({ 'fio version': 'fio-3.33', jobs: [job] })}`;
 }
 
-test('fio JSON after its log line gives ops/s, bytes/s and completion-latency percentiles in µs', (t) => {
+test('fio JSON after its log line gives ops/s, bytes/s and latency percentiles in µs', (t) => {
   const figure = parseFioOutput(fioOutput('write'), randwrite);
+  // A write is durable once its flush completes: write completion + flush latency.
   t.is(figure.opsPerSecond, 6865.1);
   t.is(figure.bytesPerSecond, 28_119_482);
   t.is(figure.ops, 34_353);
   t.is(figure.elapsedMs, 5004);
-  t.deepEqual(figure.latencyUs, { p50: 1122, p99: 3817, p999: 6521 });
+  t.deepEqual(figure.latencyUs, { p50: 4252, p99: 10666, p999: 17990 });
   t.deepEqual(figure.errors, {});
-  // The read job reads the read direction, not the (empty) write one.
-  t.is(parseFioOutput(fioOutput('read'), randread).opsPerSecond, 6865.1);
+  // The read job reads the read direction, not the (empty) write one, and has no flush.
+  const read = parseFioOutput(fioOutput('read'), randread);
+  t.is(read.opsPerSecond, 6865.1);
+  t.deepEqual(read.latencyUs, { p50: 1122, p99: 3817, p999: 6521 });
   t.is(parseFioOutput(fioOutput('read'), randwrite).opsPerSecond, 0);
 });
 
