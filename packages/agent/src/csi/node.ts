@@ -78,6 +78,7 @@ const blankCheckBytes = 1024 * 1024;
 export function nodeService(context: HandlerContext, options: NodeServiceOptions): UntypedServiceImplementation {
   const { runner, stateStore } = options;
   const locks = new OperationLocks();
+  const nbdDevicePattern = new RegExp(`^${escapeRegExp(join(options.devDir, 'nbd'))}\\d+$`);
   let cachedState: NodeState | undefined;
 
   async function loadState(): Promise<NodeState> {
@@ -278,7 +279,7 @@ export function nodeService(context: HandlerContext, options: NodeServiceOptions
         const source = await mountSource(stagingTargetPath);
         if (source !== undefined) {
           await runChecked(runner, ['umount', stagingTargetPath]);
-          if (/^\/dev\/nbd\d+$/.test(source)) await runChecked(runner, ['nbd-client', '-d', source]);
+          if (nbdDevicePattern.test(source)) await runChecked(runner, ['nbd-client', '-d', source]);
         }
         return {};
       }
@@ -505,4 +506,8 @@ export function nodeService(context: HandlerContext, options: NodeServiceOptions
       max_volumes_per_node: Math.min(options.maxVolumesPerNode, options.nbdDevicesMax),
     })),
   };
+}
+
+function escapeRegExp(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 }
