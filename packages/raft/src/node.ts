@@ -459,6 +459,8 @@ export class RaftNode {
       // Each ready() drains everything pending; a handful of rounds settles any follow-ups.
       for (let round = 0; round < 16 && this.core.hasReady(); round++) this.handleReady(this.core.ready());
       this.observe();
+      // Still more (committed entries beyond one apply batch per round): continue on the next turn.
+      if (this.core.hasReady()) this.schedule();
     } catch (error) {
       // A broken core invariant: stop rather than risk acknowledging something wrong.
       this.fatal(error, 'raft core invariant violated');

@@ -4,7 +4,7 @@
  * back per node to test what may happen before an fsync completes.
  */
 import type { Entry, HardState, NodeId } from '../../src/api.js';
-import type { CoreConfig, Message, Ready } from '../../src/core/index.js';
+import type { CoreConfig, ForwardResult, Message, ReadState, Ready } from '../../src/core/index.js';
 import { RaftCore } from '../../src/core/index.js';
 
 /** A seeded xorshift source, so every test replays exactly. */
@@ -51,6 +51,10 @@ export interface SimNode {
   /** Readies whose write has not completed (when `isHoldingWrites`). */
   held: Ready[];
   isHoldingWrites: boolean;
+  /** Read states, dropped reads and forward results the node's Readies carried. */
+  readStates: ReadState[];
+  droppedReads: number[];
+  forwardResults: ForwardResult[];
 }
 
 export class Network {
@@ -76,6 +80,9 @@ export class Network {
         applied: [],
         held: [],
         isHoldingWrites: false,
+        readStates: [],
+        droppedReads: [],
+        forwardResults: [],
       });
     }
   }
@@ -107,6 +114,9 @@ export class Network {
     const n = this.nodes.get(id)!;
     while (n.core.hasReady()) {
       const rd = n.core.ready();
+      n.readStates.push(...rd.readStates);
+      n.droppedReads.push(...rd.droppedReads);
+      n.forwardResults.push(...rd.forwardResults);
       for (const m of rd.messages) this.enqueue(m);
       if (n.isHoldingWrites) {
         n.held.push(rd);
