@@ -9,7 +9,7 @@ import type { BenchOptions } from './args.js';
 import { BenchError } from './errors.js';
 import { runFio } from './fio.js';
 import { runLoopWorkload } from './loop-workload.js';
-import { stopAll } from './processes.js';
+import { isInstalled, stopAll } from './processes.js';
 import { startProgress } from './progress.js';
 import { commitFollows, evaluateTargets, formatCommitFollows, formatTable, formatTargets } from './report.js';
 import type { Outcome } from './report.js';
@@ -78,7 +78,9 @@ async function runWorkload(
         onProgress: (ops, ms) => progress.update(ops, ms),
       });
     } else {
-      if (running.nbdUri === null) throw new Error(`${workload.system} offers no NBD export`);
+      if (running.nbdUri === null) {
+        throw new BenchError('BENCH_PROCESS_FAILED', running.nbdError ?? `${workload.system} offers no NBD export`);
+      }
       figure = await runFio(
         workload.job,
         running.nbdUri,
@@ -119,7 +121,7 @@ async function main(): Promise<number> {
 
   for (let run = 1; run <= options.runs; run++) {
     for (const runner of runners) {
-      const workloads = workloadsOf(runner.system, selected);
+      let workloads = workloadsOf(runner.system, selected);
       if (workloads.length === 0) continue;
       const needs = {
         needsBlockTarget: workloads.some((w) => w.kind === 'loop'),
@@ -130,6 +132,15 @@ async function main(): Promise<number> {
         if (run === 1) process.stderr.write(`bench: ${runner.system}: skipped: ${reason}\n`);
         for (const w of workloads) notes.set(w.name, { status: 'skipped', reason });
         continue;
+      }
+      // Without fio the NBD workloads cannot run on any system: skip them and say so.
+      if (needs.needsNbd && !isInstalled('fio')) {
+        if (run === 1) process.stderr.write(`bench: ${runner.system}: NBD workloads skipped: fio not installed\n`);
+        for (const w of workloads.filter((x) => x.kind === 'fio'))
+          notes.set(w.name, { status: 'skipped', reason: 'fio not installed' });
+        workloads = workloads.filter((x) => x.kind !== 'fio');
+        needs.needsNbd = false;
+        if (workloads.length === 0) continue;
       }
       const workDir = mkdtempSync(join(os.tmpdir(), `rdl-bench-${runner.system}-`));
       let running: RunningSystem;

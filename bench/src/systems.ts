@@ -15,6 +15,8 @@ export interface RunningSystem {
   readonly blockTarget: BlockTarget | null;
   /** nbd://127.0.0.1:PORT/ for fio workloads (rdl's agent, nbdkit), or null. */
   readonly nbdUri: string | null;
+  /** Why there is no NBD export when one was needed (e.g. the agent failed to start), or null. */
+  readonly nbdError?: string | null;
   /** A line describing the system for the report (versions, leader). */
   readonly description: string;
   /** Stops every process of the system; resolves when they have exited. */

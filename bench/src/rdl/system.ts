@@ -34,12 +34,18 @@ export const rdlRunner: SystemRunner = {
       const serverPids = cluster.daemons.map((d) => d.process.pid);
       const fioServerPids = [...serverPids];
       let nbdUri: string | null = null;
+      let nbdError: string | null = null;
       if (context.needsNbd) {
-        const agent = await startAgent(context.workDir, cluster.clientEndpoints);
-        stops.push(() => agent.stop());
-        nbdUri = agent.uriOf(benchVolumeName);
-        // Through NBD the agent is part of the server side: its CPU counts too.
-        fioServerPids.push(agent.process.pid);
+        // A broken agent must not hide the SDK figures: only the fio workloads fail then.
+        try {
+          const agent = await startAgent(context.workDir, cluster.clientEndpoints);
+          stops.push(() => agent.stop());
+          nbdUri = agent.uriOf(benchVolumeName);
+          // Through NBD the agent is part of the server side: its CPU counts too.
+          fioServerPids.push(agent.process.pid);
+        } catch (err) {
+          nbdError = `rdl-agent: ${err instanceof Error ? err.message.split('\n')[0] : String(err)}`;
+        }
       }
       return {
         serverPids,
@@ -49,6 +55,7 @@ export const rdlRunner: SystemRunner = {
           read: (offset, length) => sdk.read(benchVolumeName, offset, length),
         },
         nbdUri,
+        nbdError,
         description:
           `3 rdld on 127.0.0.1 (leader ${rdlLeaderRegion}), SDK to ${cluster.clientEndpoints.join(',')}` +
           (nbdUri === null ? '' : `, rdl-agent NBD at ${nbdUri}`),
