@@ -1,0 +1,684 @@
+/**
+ * The block state machine: the replicated application of rdl (volumes of 4 KiB blocks with client
+ * sessions for exactly-once writes), on LevelDB. Implements `@rdl/raft`'s `StateMachine` (driven by
+ * the Raft node) and `BlockStore` (read by the API service).
+ *
+ * Determinism: every decision depends only on the log (commands and their indexes) and on the
+ * options below, which are part of the state machine's definition and must be equal on every
+ * replica. Batch boundaries do not matter: the driver may hand the same entries to two replicas in
+ * different batches, so expiry and eviction happen per entry, never per batch.
+ *
+ * Atomicity: each `apply(entries)` becomes ONE LevelDB batch holding every block, volume and
+ * session change of the batch plus the new applied index. It is written with `sync: false`: it
+ * shares LevelDB's write-ahead log with the Raft log, whose appends are synced, and that log is
+ * replayed in order, so a crash loses at most a suffix of apply batches together with their applied
+ * index, and the Raft log (which still holds those entries) re-applies them. docs/storage.md argues
+ * this in full.
+ */
+import assert from 'node:assert/strict';
+import { DaemonError } from '../errors.js';
+import {
+  ApplyErrorCode,
+  BLOCK_SIZE_BYTES,
+  applyFailure,
+  checkRange,
+  decodeCommand,
+  type ApplyResult,
+  type BlockStore,
+  type Command,
+  type DataCommand,
+  type VolumeInfo,
+} from './commands.js';
+import {
+  GENERATION_KEY,
+  STATE_PREFIX,
+  Tag,
+  blockKey,
+  blockNumberOf,
+  blockRangeEnd,
+  decodeMeta,
+  decodeSession,
+  decodeVolume,
+  deletionKey,
+  encodeRecord,
+  generationEnd,
+  generationPrefix,
+  sessionKey,
+  stateKey,
+  volumeIdOfRelative,
+  volumeKey,
+  type MetaRecord,
+  type SessionRecord,
+  type VolumeRecord,
+} from './block-keys.js';
+import { BlockSnapshotReader, BlockSnapshotWriter } from './block-snapshot.js';
+import { wrapLevelError, type Database } from './database.js';
+import { StorageErrorCode, storageError } from './errors.js';
+import {
+  ENTRY_TYPE_NORMAL,
+  type Entry,
+  type SnapshotMeta,
+  type SnapshotReader,
+  type SnapshotWriter,
+  type StateMachine,
+} from './raft-api.js';
+
+/** Most bytes one writeZeroes / trim / write command may cover (the block API's limit is lower). */
+export const DATA_COMMAND_BYTES_MAX = 64 * 1024 * 1024;
+/** Most bytes one `read` may return. */
+export const READ_BYTES_MAX = 64 * 1024 * 1024;
+
+/** Options of the block state machine. The first four define its behaviour: equal on every replica. */
+export interface BlockStateMachineOptions {
+  /** Per session, most seqs tracked above `ackedBelow`; `seq >= ackedBelow + window` is refused. Default 4096. */
+  sessionWindowSeqs?: number;
+  /** Most sessions kept; a new one evicts the least recently used. Default 1024. */
+  sessionsMax?: number;
+  /** A session idle for longer than this, in log time, is forgotten. Default 1 hour. */
+  sessionIdleMsMax?: number;
+  /** Most volumes. Default 4096. */
+  volumesMax?: number;
+  /** Close the database in `close()`. Default false. */
+  isDatabaseOwned?: boolean;
+}
+
+const ZERO_BLOCK = Buffer.alloc(BLOCK_SIZE_BYTES);
+
+function isZero(bytes: Uint8Array): boolean {
+  return ZERO_BLOCK.equals(bytes.length === BLOCK_SIZE_BYTES ? bytes : bytes.subarray(0, BLOCK_SIZE_BYTES));
+}
+
+function asBuffer(bytes: Uint8Array): Buffer {
+  return Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+}
+
+function toInfo(volume: VolumeRecord): VolumeInfo {
+  return {
+    name: volume.name,
+    sizeBytes: volume.sizeBytes,
+    blockSizeBytes: volume.blockSizeBytes,
+    createdAtMs: volume.createdAtMs,
+  };
+}
+
+/** A session in memory: the seqs as a set. */
+interface Session {
+  floor: number;
+  seqs: Set<number>;
+  lastSeenMs: number;
+  lastSeenIndex: number;
+}
+
+/** The changes one `apply` call gathers before writing them as one batch. */
+class ApplyBatch {
+  /** Block changes by `${volumeId}/${blockNumber}`: the new content, or null (reads as zeros: delete). */
+  readonly blocks = new Map<string, { key: Buffer; value: Buffer | null }>();
+  /** Volume record changes by name (null: deleted). */
+  readonly volumes = new Map<string, VolumeRecord | null>();
+  /** Session changes by id (null: forgotten). */
+  readonly sessions = new Map<string, Session | null>();
+  /** Volume ids deleted in this batch. */
+  readonly deletedVolumeIds: number[] = [];
+}
+
+/** What `stats()` reports. */
+export interface BlockStoreStats {
+  appliedIndex: number;
+  volumes: number;
+  sessions: number;
+  /** Deleted volumes whose blocks are still being removed. */
+  volumeDeletionsPending: number;
+  generation: number;
+}
+
+/**
+ * The block state machine on LevelDB. Open it with `BlockStateMachine.open(db)`.
+ * A failed LevelDB write is fatal: that call and every later one reject with `DAEMON_STORAGE_FAILED`
+ * (the in-memory state may be ahead of the disk); the daemon must restart, and replays the log.
+ */
+export class BlockStateMachine implements StateMachine, BlockStore {
+  private readonly db: Database;
+  private readonly sessionWindowSeqs: number;
+  private readonly sessionsMax: number;
+  private readonly sessionIdleMsMax: number;
+  private readonly volumesMax: number;
+  private readonly isDatabaseOwned: boolean;
+  private generation = 0;
+  private meta: MetaRecord = { appliedIndex: 0, logTimeMs: 0, nextVolumeId: 1 };
+  private readonly volumes = new Map<string, VolumeRecord>();
+  /** Sessions in least-recently-used order (a touched session is moved to the end). */
+  private readonly sessions = new Map<string, Session>();
+  private readonly deletionsPending = new Set<number>();
+  private garbageCollection: Promise<void> | null = null;
+  private isApplying = false;
+  private restore: BlockSnapshotWriter | null = null;
+  private readonly readers = new Set<BlockSnapshotReader>();
+  private failure: Error | null = null;
+  private isClosed = false;
+
+  private constructor(db: Database, options: BlockStateMachineOptions) {
+    this.db = db;
+    this.sessionWindowSeqs = options.sessionWindowSeqs ?? 4096;
+    this.sessionsMax = options.sessionsMax ?? 1024;
+    this.sessionIdleMsMax = options.sessionIdleMsMax ?? 60 * 60 * 1000;
+    this.volumesMax = options.volumesMax ?? 4096;
+    this.isDatabaseOwned = options.isDatabaseOwned ?? false;
+    assert(this.sessionWindowSeqs >= 1 && this.sessionsMax >= 1 && this.volumesMax >= 1, 'limits are positive');
+  }
+
+  /**
+   * Opens the state machine on `db`: loads the live generation (volumes, sessions, applied index),
+   * removes what an interrupted snapshot restore left behind, and resumes removing the blocks of
+   * deleted volumes.
+   */
+  static async open(db: Database, options: BlockStateMachineOptions = {}): Promise<BlockStateMachine> {
+    const machine = new BlockStateMachine(db, options);
+    try {
+      const generationBytes = await db.get(GENERATION_KEY);
+      machine.generation = generationBytes?.length === 4 ? generationBytes.readUInt32BE(0) : 0;
+      // Any other generation is a restore that never committed (or an old one not yet cleared).
+      await db.clear({ gte: Buffer.from([STATE_PREFIX]), lt: generationPrefix(machine.generation) });
+      await db.clear({ gte: generationEnd(machine.generation), lt: Buffer.from([STATE_PREFIX + 1]) });
+      await machine.loadGeneration();
+    } catch (error) {
+      throw wrapLevelError(error, 'opening the block store');
+    }
+    machine.startGarbageCollection();
+    return machine;
+  }
+
+  // ---- StateMachine ----------------------------------------------------------------------------
+
+  /** The index of the last applied entry whose batch was written. */
+  async appliedIndex(): Promise<number> {
+    return this.meta.appliedIndex;
+  }
+
+  /**
+   * Applies `entries` (contiguous, starting right after the applied index) and writes all their
+   * effects and the new applied index as one LevelDB batch. Returns one result per entry:
+   * `ApplyResult` for a command, undefined for a no-op or a configuration change.
+   */
+  async apply(entries: readonly Entry[]): Promise<unknown[]> {
+    this.checkUsable();
+    if (entries.length === 0) return [];
+    assert(!this.isApplying, 'apply calls do not overlap');
+    assert(
+      entries[0].index === this.meta.appliedIndex + 1,
+      `apply starts at ${entries[0].index}, right after the applied index ${this.meta.appliedIndex}`,
+    );
+    this.isApplying = true;
+    try {
+      const batch = new ApplyBatch();
+      const results: unknown[] = [];
+      for (let i = 0; i < entries.length; i++) {
+        const entry = entries[i];
+        assert(entry.index === entries[0].index + i, 'applied entries are contiguous');
+        if (entry.type !== ENTRY_TYPE_NORMAL || entry.data.length === 0) {
+          results.push(undefined);
+          continue;
+        }
+        results.push(await this.applyEntry(entry, batch));
+      }
+      // The applied index moves only once the batch is written: readers wait on it.
+      const appliedIndex = entries[entries.length - 1].index;
+      await this.writeBatch(batch, appliedIndex);
+      this.meta.appliedIndex = appliedIndex;
+      if (batch.deletedVolumeIds.length > 0) this.startGarbageCollection();
+      return results;
+    } finally {
+      this.isApplying = false;
+    }
+  }
+
+  /**
+   * Opens a consistent snapshot (a LevelDB snapshot) of the state at `meta.index`, which must be
+   * the applied index (else `DAEMON_SNAPSHOT_MISMATCH`). Read it chunk by chunk; close it after.
+   */
+  async openSnapshot(meta: SnapshotMeta): Promise<SnapshotReader> {
+    this.checkUsable();
+    const reader = await BlockSnapshotReader.open(this.db, this.generation, meta, () => this.readers.delete(reader));
+    this.readers.add(reader);
+    return reader;
+  }
+
+  /**
+   * Starts receiving a snapshot into the next generation, beside the live state. `commit()`
+   * switches to it in one synced batch; a crash before that leaves the old state (the partial
+   * generation is removed at the next open). A restore already in progress is aborted.
+   */
+  async beginRestore(meta: SnapshotMeta): Promise<SnapshotWriter> {
+    this.checkUsable();
+    if (this.restore !== null) await this.restore.abort();
+    assert(this.generation < 0xffff_fffe, 'generations left');
+    const writer = new BlockSnapshotWriter(this.db, this.generation + 1, meta, {
+      commit: (generation) => this.switchGeneration(generation),
+      release: (done) => {
+        if (this.restore === done) this.restore = null;
+      },
+    });
+    this.restore = writer;
+    try {
+      await writer.prepare();
+    } catch (error) {
+      this.restore = null;
+      throw error;
+    }
+    return writer;
+  }
+
+  // ---- BlockStore --------------------------------------------------------------------------------
+
+  /** The volume named `name`, or null. */
+  getVolume(name: string): VolumeInfo | null {
+    const volume = this.volumes.get(name);
+    return volume === undefined ? null : toInfo(volume);
+  }
+
+  /** Every volume, sorted by name. */
+  listVolumes(): VolumeInfo[] {
+    return [...this.volumes.values()].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)).map(toInfo);
+  }
+
+  /**
+   * Reads `length` bytes at `offset` of `volumeName`; unwritten blocks read as zeros. Rejects with
+   * `VOLUME_NOT_FOUND`, `OUT_OF_RANGE` or `INVALID_ARGUMENT` (as `DaemonError`s).
+   */
+  async read(volumeName: string, offset: number, length: number): Promise<Uint8Array> {
+    this.checkUsable();
+    if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(length) || length < 0) {
+      throw new DaemonError(ApplyErrorCode.InvalidArgument, 'offset and length must be non-negative integers');
+    }
+    if (length > READ_BYTES_MAX) {
+      throw new DaemonError(ApplyErrorCode.InvalidArgument, `a read is at most ${READ_BYTES_MAX} bytes`);
+    }
+    const volume = this.volumes.get(volumeName);
+    if (volume === undefined) {
+      throw new DaemonError(ApplyErrorCode.VolumeNotFound, `no volume named ${JSON.stringify(volumeName)}`);
+    }
+    const outOfRange = checkRange(volume, offset, length);
+    if (outOfRange) throw new DaemonError(outOfRange.code, outOfRange.message);
+    const result = Buffer.alloc(length);
+    if (length === 0) return result;
+    const firstBlock = Math.floor(offset / BLOCK_SIZE_BYTES);
+    const lastBlock = Math.floor((offset + length - 1) / BLOCK_SIZE_BYTES);
+    const end = offset + length;
+    const copy = (blockNumber: number, value: Buffer): void => {
+      const blockStart = blockNumber * BLOCK_SIZE_BYTES;
+      const from = Math.max(offset, blockStart);
+      const to = Math.min(end, blockStart + BLOCK_SIZE_BYTES);
+      value.copy(result, from - offset, from - blockStart, to - blockStart);
+    };
+    const generation = this.generation;
+    try {
+      if (firstBlock === lastBlock) {
+        const value = await this.db.get(blockKey(generation, volume.id, firstBlock));
+        if (value !== undefined) copy(firstBlock, value);
+      } else {
+        // One iterator over the range finds the blocks that exist (thin volumes have few).
+        const iterator = this.db.iterator({
+          gte: blockKey(generation, volume.id, firstBlock),
+          lte: blockKey(generation, volume.id, lastBlock),
+        });
+        try {
+          for await (const [key, value] of iterator) copy(blockNumberOf(key), value);
+        } finally {
+          await iterator.close();
+        }
+      }
+    } catch (error) {
+      throw wrapLevelError(error, 'reading blocks');
+    }
+    return result;
+  }
+
+  // ---- Administration ----------------------------------------------------------------------------
+
+  /** Counts for status and metrics. */
+  stats(): BlockStoreStats {
+    return {
+      appliedIndex: this.meta.appliedIndex,
+      volumes: this.volumes.size,
+      sessions: this.sessions.size,
+      volumeDeletionsPending: this.deletionsPending.size,
+      generation: this.generation,
+    };
+  }
+
+  /** Resolves once no deleted volume has blocks left to remove (for tests and orderly shutdown). */
+  async whenGarbageCollected(): Promise<void> {
+    while (this.garbageCollection !== null) await this.garbageCollection;
+    if (this.failure !== null) throw this.failure;
+  }
+
+  /** Stops background work, closes open snapshot readers and an unfinished restore. Idempotent. */
+  async close(): Promise<void> {
+    if (this.isClosed) return;
+    this.isClosed = true;
+    await this.garbageCollection?.catch(() => undefined);
+    for (const reader of [...this.readers]) await reader.close();
+    await this.restore?.abort().catch(() => undefined);
+    if (this.isDatabaseOwned) await this.db.close();
+  }
+
+  // ---- Apply -------------------------------------------------------------------------------------
+
+  private async applyEntry(entry: Entry, batch: ApplyBatch): Promise<ApplyResult> {
+    const decoded = decodeCommand(entry.data);
+    if (!decoded.ok) return decoded;
+    const command = decoded.command;
+    const atMs = command.type === 'createVolume' ? command.createdAtMs : command.atMs;
+    if (atMs !== undefined && atMs > this.meta.logTimeMs) this.meta.logTimeMs = atMs;
+    this.expireSessions(batch);
+    switch (command.type) {
+      case 'createVolume':
+        return this.createVolume(command, batch);
+      case 'deleteVolume': {
+        const volume = this.volumes.get(command.name);
+        if (volume === undefined) return this.volumeNotFound(command.name);
+        this.volumes.delete(command.name);
+        batch.volumes.set(command.name, null);
+        batch.deletedVolumeIds.push(volume.id);
+        return { ok: true, volume: toInfo(volume) };
+      }
+      case 'growVolume': {
+        const volume = this.volumes.get(command.name);
+        if (volume === undefined) return this.volumeNotFound(command.name);
+        if (command.sizeBytes < volume.sizeBytes) {
+          return applyFailure(
+            ApplyErrorCode.InvalidArgument,
+            `volume ${JSON.stringify(command.name)} is ${volume.sizeBytes} bytes and cannot shrink to ${command.sizeBytes}`,
+          );
+        }
+        if (command.sizeBytes > volume.sizeBytes) {
+          const grown = { ...volume, sizeBytes: command.sizeBytes };
+          this.volumes.set(command.name, grown);
+          batch.volumes.set(command.name, grown);
+          return { ok: true, volume: toInfo(grown) };
+        }
+        return { ok: true, volume: toInfo(volume) };
+      }
+      case 'closeSession':
+        if (this.sessions.delete(command.session)) batch.sessions.set(command.session, null);
+        return { ok: true };
+      case 'write':
+      case 'writeZeroes':
+      case 'trim':
+        return this.applyData(command, entry.index, batch);
+    }
+  }
+
+  private createVolume(command: Extract<Command, { type: 'createVolume' }>, batch: ApplyBatch): ApplyResult {
+    const existing = this.volumes.get(command.name);
+    if (existing !== undefined) {
+      if (existing.sizeBytes === command.sizeBytes) return { ok: true, volume: toInfo(existing) };
+      return applyFailure(
+        ApplyErrorCode.VolumeExists,
+        `volume ${JSON.stringify(command.name)} exists with ${existing.sizeBytes} bytes, not ${command.sizeBytes}`,
+      );
+    }
+    if (this.volumes.size >= this.volumesMax) {
+      return applyFailure(
+        ApplyErrorCode.ResourceExhausted,
+        `the store holds its maximum of ${this.volumesMax} volumes`,
+      );
+    }
+    const volume: VolumeRecord = {
+      id: this.meta.nextVolumeId++,
+      name: command.name,
+      sizeBytes: command.sizeBytes,
+      blockSizeBytes: BLOCK_SIZE_BYTES,
+      createdAtMs: command.createdAtMs,
+    };
+    this.volumes.set(volume.name, volume);
+    batch.volumes.set(volume.name, volume);
+    return { ok: true, volume: toInfo(volume) };
+  }
+
+  private volumeNotFound(name: string): ApplyResult {
+    return applyFailure(ApplyErrorCode.VolumeNotFound, `no volume named ${JSON.stringify(name)}`);
+  }
+
+  /** A write, writeZeroes or trim: session dedup first, then the block changes. */
+  private async applyData(command: DataCommand, index: number, batch: ApplyBatch): Promise<ApplyResult> {
+    let session: Session | undefined;
+    if (command.session !== undefined) {
+      const seq = command.seq!;
+      const ackedBelow = command.ackedBelow!;
+      session = this.sessions.get(command.session);
+      if (session === undefined) {
+        // Seqs start at 1, so ackedBelow > 1 means an earlier command was answered: the session
+        // existed and was forgotten, and this could be a retry of an applied write.
+        if (ackedBelow > 1) {
+          return applyFailure(
+            ApplyErrorCode.SessionExpired,
+            `session ${command.session} is unknown (expired or evicted); open a new session`,
+          );
+        }
+        if (this.sessions.size >= this.sessionsMax) this.evictOldestSession(batch);
+        session = { floor: 0, seqs: new Set(), lastSeenMs: 0, lastSeenIndex: 0 };
+      }
+      // Touch: move to the end of the LRU order.
+      this.sessions.delete(command.session);
+      this.sessions.set(command.session, session);
+      session.lastSeenMs = this.meta.logTimeMs;
+      session.lastSeenIndex = index;
+      batch.sessions.set(command.session, session);
+      if (ackedBelow > session.floor) {
+        session.floor = ackedBelow;
+        for (const old of session.seqs) if (old < ackedBelow) session.seqs.delete(old);
+      }
+      if (seq < session.floor || session.seqs.has(seq)) return { ok: true, isDuplicate: true };
+      if (seq - session.floor >= this.sessionWindowSeqs) {
+        return applyFailure(
+          ApplyErrorCode.ResourceExhausted,
+          `seq ${seq} is ${this.sessionWindowSeqs} or more above the acknowledged ${session.floor}: too many unanswered commands`,
+        );
+      }
+    }
+    const result = await this.applyBlocks(command, batch);
+    if (result.ok && session !== undefined) session.seqs.add(command.seq!);
+    return result;
+  }
+
+  private async applyBlocks(command: DataCommand, batch: ApplyBatch): Promise<ApplyResult> {
+    const volume = this.volumes.get(command.volume);
+    if (volume === undefined) return this.volumeNotFound(command.volume);
+    const length = command.type === 'write' ? command.data.length : command.length;
+    if (length > DATA_COMMAND_BYTES_MAX) {
+      return applyFailure(ApplyErrorCode.InvalidArgument, `one command covers at most ${DATA_COMMAND_BYTES_MAX} bytes`);
+    }
+    const outOfRange = checkRange(volume, command.offset, length);
+    if (outOfRange) return outOfRange;
+    const end = command.offset + length;
+    let position = command.offset;
+    while (position < end) {
+      const blockNumber = Math.floor(position / BLOCK_SIZE_BYTES);
+      const inBlock = position - blockNumber * BLOCK_SIZE_BYTES;
+      const count = Math.min(BLOCK_SIZE_BYTES - inBlock, end - position);
+      let value: Buffer | null;
+      if (count === BLOCK_SIZE_BYTES) {
+        if (command.type === 'write') {
+          // A whole block: the command's bytes go to LevelDB as they are (a view, no copy).
+          const chunk = command.data.subarray(position - command.offset, position - command.offset + count);
+          value = isZero(chunk) ? null : asBuffer(chunk);
+        } else {
+          value = null; // thin again: a deleted block reads as zeros
+        }
+      } else {
+        // A partial block: read-modify-write, seeing the earlier entries of this batch.
+        const base = await this.blockForUpdate(volume.id, blockNumber, batch);
+        const block = base === null ? Buffer.alloc(BLOCK_SIZE_BYTES) : Buffer.from(base);
+        if (command.type === 'write') {
+          block.set(command.data.subarray(position - command.offset, position - command.offset + count), inBlock);
+        } else {
+          block.fill(0, inBlock, inBlock + count);
+        }
+        value = isZero(block) ? null : block;
+      }
+      batch.blocks.set(`${volume.id}/${blockNumber}`, {
+        key: blockKey(this.generation, volume.id, blockNumber),
+        value,
+      });
+      position += count;
+    }
+    return { ok: true };
+  }
+
+  private async blockForUpdate(volumeId: number, blockNumber: number, batch: ApplyBatch): Promise<Uint8Array | null> {
+    const pending = batch.blocks.get(`${volumeId}/${blockNumber}`);
+    if (pending !== undefined) return pending.value;
+    try {
+      return (await this.db.get(blockKey(this.generation, volumeId, blockNumber))) ?? null;
+    } catch (error) {
+      throw this.fail(wrapLevelError(error, 'reading a block to update'));
+    }
+  }
+
+  /** Forgets sessions idle for longer than the limit, oldest first (per entry: deterministic). */
+  private expireSessions(batch: ApplyBatch): void {
+    for (const [id, session] of this.sessions) {
+      if (session.lastSeenMs + this.sessionIdleMsMax >= this.meta.logTimeMs) break;
+      this.sessions.delete(id);
+      batch.sessions.set(id, null);
+    }
+  }
+
+  private evictOldestSession(batch: ApplyBatch): void {
+    const oldest = this.sessions.keys().next();
+    if (oldest.done === true) return;
+    this.sessions.delete(oldest.value);
+    batch.sessions.set(oldest.value, null);
+  }
+
+  private async writeBatch(batch: ApplyBatch, appliedIndex: number): Promise<void> {
+    const generation = this.generation;
+    type Operation = { type: 'put'; key: Buffer; value: Buffer } | { type: 'del'; key: Buffer };
+    const operations: Operation[] = [];
+    for (const { key, value } of batch.blocks.values()) {
+      operations.push(value === null ? { type: 'del', key } : { type: 'put', key, value });
+    }
+    for (const [name, volume] of batch.volumes) {
+      const key = volumeKey(generation, name);
+      operations.push(volume === null ? { type: 'del', key } : { type: 'put', key, value: encodeRecord(volume) });
+    }
+    for (const volumeId of batch.deletedVolumeIds) {
+      operations.push({ type: 'put', key: deletionKey(generation, volumeId), value: Buffer.alloc(0) });
+      this.deletionsPending.add(volumeId);
+    }
+    for (const [id, session] of batch.sessions) {
+      const key = sessionKey(generation, id);
+      operations.push(session === null ? { type: 'del', key } : { type: 'put', key, value: encodeSession(session) });
+    }
+    const meta = { ...this.meta, appliedIndex };
+    operations.push({ type: 'put', key: stateKey(generation, Tag.Meta), value: encodeRecord(meta) });
+    try {
+      await this.db.batch(operations, { sync: false });
+    } catch (error) {
+      throw this.fail(wrapLevelError(error, 'writing an applied batch'));
+    }
+  }
+
+  // ---- Generations, garbage collection -----------------------------------------------------------
+
+  private async loadGeneration(): Promise<void> {
+    const generation = this.generation;
+    const metaBytes = await this.db.get(stateKey(generation, Tag.Meta));
+    this.meta = metaBytes === undefined ? { appliedIndex: 0, logTimeMs: 0, nextVolumeId: 1 } : decodeMeta(metaBytes);
+    this.volumes.clear();
+    for await (const value of this.db.values({
+      gt: stateKey(generation, Tag.Volume),
+      lt: stateKey(generation, Tag.Volume + 1),
+    })) {
+      const volume = decodeVolume(value);
+      this.volumes.set(volume.name, volume);
+    }
+    const sessions: [string, SessionRecord][] = [];
+    for await (const [key, value] of this.db.iterator({
+      gt: stateKey(generation, Tag.Session),
+      lt: stateKey(generation, Tag.Session + 1),
+    })) {
+      sessions.push([key.subarray(6).toString('utf8'), decodeSession(value)]);
+    }
+    // The LRU order is the order of last use in the log, which the index records exactly.
+    sessions.sort((a, b) => a[1].lastSeenIndex - b[1].lastSeenIndex);
+    this.sessions.clear();
+    for (const [id, record] of sessions) {
+      this.sessions.set(id, {
+        floor: record.floor,
+        seqs: new Set(record.seqs),
+        lastSeenMs: record.lastSeenMs,
+        lastSeenIndex: record.lastSeenIndex,
+      });
+    }
+    this.deletionsPending.clear();
+    for await (const key of this.db.keys({
+      gt: stateKey(generation, Tag.Deletion),
+      lt: stateKey(generation, Tag.Deletion + 1),
+    })) {
+      this.deletionsPending.add(volumeIdOfRelative(key.subarray(5)));
+    }
+  }
+
+  /** Called by a committed restore: the new generation is live (durably); load it, drop the old. */
+  private async switchGeneration(generation: number): Promise<void> {
+    assert(!this.isApplying, 'no apply runs while a snapshot restore commits');
+    const old = this.generation;
+    // Wait for the collector: it works on the old generation, which is about to be cleared whole.
+    await this.whenGarbageCollected().catch(() => undefined);
+    this.generation = generation;
+    try {
+      await this.loadGeneration();
+      await this.db.clear({ gte: generationPrefix(old), lt: generationEnd(old) });
+    } catch (error) {
+      throw this.fail(wrapLevelError(error, 'switching to a restored snapshot'));
+    }
+  }
+
+  private startGarbageCollection(): void {
+    if (this.garbageCollection !== null || this.deletionsPending.size === 0 || this.isClosed) return;
+    this.garbageCollection = this.collectGarbage().finally(() => {
+      this.garbageCollection = null;
+    });
+  }
+
+  /**
+   * Removes the blocks of deleted volumes. LevelDB's range clear deletes in batches of about
+   * 16 KiB of keys, so a huge volume never becomes one huge batch. Volume ids are never reused, so
+   * leftover blocks are invisible meanwhile (and snapshots skip them).
+   */
+  private async collectGarbage(): Promise<void> {
+    while (!this.isClosed && this.deletionsPending.size > 0) {
+      const volumeId = this.deletionsPending.values().next().value!;
+      const generation = this.generation;
+      try {
+        await this.db.clear({ gte: blockKey(generation, volumeId, 0), lt: blockRangeEnd(generation, volumeId) });
+        await this.db.del(deletionKey(generation, volumeId));
+      } catch (error) {
+        if (this.isClosed) return;
+        this.fail(wrapLevelError(error, 'removing the blocks of a deleted volume'));
+        return;
+      }
+      this.deletionsPending.delete(volumeId);
+    }
+  }
+
+  private fail(error: Error): Error {
+    if (this.failure === null) this.failure = error;
+    return this.failure;
+  }
+
+  private checkUsable(): void {
+    if (this.failure !== null) throw this.failure;
+    if (this.isClosed) throw storageError(StorageErrorCode.StorageClosed, 'the block store is closed');
+  }
+}
+
+function encodeSession(session: Session): Buffer {
+  return encodeRecord({
+    floor: session.floor,
+    seqs: [...session.seqs].sort((a, b) => a - b),
+    lastSeenMs: session.lastSeenMs,
+    lastSeenIndex: session.lastSeenIndex,
+  });
+}

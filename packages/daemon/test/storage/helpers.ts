@@ -1,0 +1,92 @@
+/** Shared helpers of the storage tests: temp databases, a log builder, a seeded random source. */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { BlockStateMachine, type BlockStateMachineOptions } from '../../src/storage/block-store.js';
+import { encodeCommand, type ApplyResult, type Command } from '../../src/storage/commands.js';
+import { openDatabase, type Database } from '../../src/storage/database.js';
+import type { Entry } from '../../src/storage/raft-api.js';
+
+/** A temp directory with a database, and a way to remove both. */
+export interface TempDatabase {
+  directory: string;
+  db: Database;
+  /** Closes the current database and opens a new handle on the same directory. */
+  reopen(): Promise<Database>;
+  cleanup(): Promise<void>;
+}
+
+export async function tempDatabase(): Promise<TempDatabase> {
+  const directory = await mkdtemp(join(tmpdir(), 'rdl-block-store-'));
+  const handle: TempDatabase = {
+    directory,
+    db: await openDatabase(directory),
+    async reopen() {
+      await handle.db.close();
+      handle.db = await openDatabase(directory);
+      return handle.db;
+    },
+    async cleanup() {
+      await handle.db.close();
+      await rm(directory, { recursive: true, force: true });
+    },
+  };
+  return handle;
+}
+
+/** Builds a Raft log of commands (term 1, consecutive indexes). */
+export class LogBuilder {
+  readonly entries: Entry[] = [];
+
+  add(command: Command): Entry {
+    const entry: Entry = { index: this.entries.length + 1, term: 1, type: 0, data: encodeCommand(command) };
+    this.entries.push(entry);
+    return entry;
+  }
+
+  /** A leader's no-op. */
+  noop(): Entry {
+    const entry: Entry = { index: this.entries.length + 1, term: 1, type: 0, data: new Uint8Array(0) };
+    this.entries.push(entry);
+    return entry;
+  }
+
+  from(index: number): Entry[] {
+    return this.entries.slice(index - 1);
+  }
+}
+
+/** Applies `entries` starting at the machine's applied index + 1, in one call. */
+export async function applyAll(machine: BlockStateMachine, entries: readonly Entry[]): Promise<ApplyResult[]> {
+  return (await machine.apply(entries)) as ApplyResult[];
+}
+
+/** Applies one command as the next entry and returns its result. */
+export async function applyOne(machine: BlockStateMachine, log: LogBuilder, command: Command): Promise<ApplyResult> {
+  const entry = log.add(command);
+  const [result] = await applyAll(machine, [entry]);
+  return result;
+}
+
+export async function openMachine(db: Database, options: BlockStateMachineOptions = {}): Promise<BlockStateMachine> {
+  return BlockStateMachine.open(db, options);
+}
+
+/** mulberry32: a small seeded generator, so failures replay. */
+export function seededRandom(seed: number): (bound: number) => number {
+  let state = seed | 0;
+  return (bound: number) => {
+    state = (state + 0x6d2b79f5) | 0;
+    let x = state;
+    x = Math.imul(x ^ (x >>> 15), x | 1);
+    x ^= x + Math.imul(x ^ (x >>> 7), x | 61);
+    return ((x ^ (x >>> 14)) >>> 0) % bound;
+  };
+}
+
+/** Counts the keys of a database between two bounds. */
+export async function countKeys(db: Database, gte: Buffer, lt: Buffer): Promise<number> {
+  let count = 0;
+  for await (const _key of db.keys({ gte, lt })) count++;
+  return count;
+}
