@@ -57,13 +57,17 @@ function describeError(err: unknown): string {
   return String(err);
 }
 
+/** Suffix of the 1-in-flight write measured without emulated latency, as the --rtt baseline. */
+const noRttSuffix = '-no-rtt';
+
 async function runWorkload(
   workload: Workload,
   running: RunningSystem,
   options: BenchOptions,
   run: number,
+  label: string,
 ): Promise<Figure> {
-  const progress = startProgress(`${workload.name} (run ${run})`, options.warmupMs + options.durationMs);
+  const progress = startProgress(`${label} (run ${run})`, options.warmupMs + options.durationMs);
   try {
     let figure: Figure;
     if (workload.kind === 'loop') {
@@ -119,57 +123,78 @@ async function main(): Promise<number> {
       `${selected.size} workload(s)${options.rtt === null ? '' : `, emulated RTT ${options.rtt.map((p) => `${p.a}-${p.b}=${p.rttMs}ms`).join(',')}`}\n`,
   );
 
+  /**
+   * Starts one system, runs `workloads` on it, and stops it (also on failure). Figures and notes are
+   * recorded under the workload's name plus `suffix`.
+   */
+  const runSystem = async (
+    runner: SystemRunner,
+    selectedWorkloads: Workload[],
+    run: number,
+    rtt: BenchOptions['rtt'],
+    suffix = '',
+  ): Promise<void> => {
+    let workloads = selectedWorkloads;
+    if (workloads.length === 0) return;
+    const needs = {
+      needsBlockTarget: workloads.some((w) => w.kind === 'loop'),
+      needsNbd: workloads.some((w) => w.kind === 'fio'),
+    };
+    const reason = runner.unavailableReason(needs);
+    if (reason !== null) {
+      if (run === 1) process.stderr.write(`bench: ${runner.system}: skipped: ${reason}\n`);
+      for (const w of workloads) notes.set(w.name + suffix, { status: 'skipped', reason });
+      return;
+    }
+    // Without fio the NBD workloads cannot run on any system: skip them and say so.
+    if (needs.needsNbd && !isInstalled('fio')) {
+      if (run === 1) process.stderr.write(`bench: ${runner.system}: NBD workloads skipped: fio not installed\n`);
+      for (const w of workloads.filter((x) => x.kind === 'fio')) {
+        notes.set(w.name + suffix, { status: 'skipped', reason: 'fio not installed' });
+      }
+      workloads = workloads.filter((x) => x.kind !== 'fio');
+      needs.needsNbd = false;
+      if (workloads.length === 0) return;
+    }
+    const workDir = mkdtempSync(join(os.tmpdir(), `rdl-bench-${runner.system}-`));
+    let running: RunningSystem;
+    try {
+      running = await runner.start({ workDir, volumeBytes: options.volumeBytes, rtt, ...needs });
+    } catch (err) {
+      process.stderr.write(`bench: ${runner.system}: failed to start: ${describeError(err)}\n`);
+      for (const w of workloads) {
+        notes.set(w.name + suffix, { status: 'failed', reason: `start: ${describeError(err).split('\n')[0]}` });
+      }
+      if (!options.isKeepData) rmSync(workDir, { recursive: true, force: true });
+      return;
+    }
+    if (suffix === '') descriptions.set(runner.system, running.description);
+    process.stderr.write(`bench: ${runner.system}${suffix}: ${running.description}\n`);
+    try {
+      for (const workload of workloads) {
+        const name = workload.name + suffix;
+        try {
+          const figure = await runWorkload(workload, running, options, run, name);
+          figures.set(name, [...(figures.get(name) ?? []), figure]);
+        } catch (err) {
+          notes.set(name, { status: 'failed', reason: describeError(err).split('\n')[0] });
+        }
+      }
+    } finally {
+      await running.stop();
+      if (options.isKeepData) process.stderr.write(`bench: ${runner.system}: data and logs kept in ${workDir}\n`);
+      else rmSync(workDir, { recursive: true, force: true });
+    }
+  };
+
+  const qd1 = rows.find((row) => row.rdl.name === 'sdk-write-4k-qd1')!.rdl;
+  const isRttBaselineNeeded = options.rtt !== null && selected.has(qd1.name);
   for (let run = 1; run <= options.runs; run++) {
     for (const runner of runners) {
-      let workloads = workloadsOf(runner.system, selected);
-      if (workloads.length === 0) continue;
-      const needs = {
-        needsBlockTarget: workloads.some((w) => w.kind === 'loop'),
-        needsNbd: workloads.some((w) => w.kind === 'fio'),
-      };
-      const reason = runner.unavailableReason(needs);
-      if (reason !== null) {
-        if (run === 1) process.stderr.write(`bench: ${runner.system}: skipped: ${reason}\n`);
-        for (const w of workloads) notes.set(w.name, { status: 'skipped', reason });
-        continue;
-      }
-      // Without fio the NBD workloads cannot run on any system: skip them and say so.
-      if (needs.needsNbd && !isInstalled('fio')) {
-        if (run === 1) process.stderr.write(`bench: ${runner.system}: NBD workloads skipped: fio not installed\n`);
-        for (const w of workloads.filter((x) => x.kind === 'fio'))
-          notes.set(w.name, { status: 'skipped', reason: 'fio not installed' });
-        workloads = workloads.filter((x) => x.kind !== 'fio');
-        needs.needsNbd = false;
-        if (workloads.length === 0) continue;
-      }
-      const workDir = mkdtempSync(join(os.tmpdir(), `rdl-bench-${runner.system}-`));
-      let running: RunningSystem;
-      try {
-        running = await runner.start({ workDir, volumeBytes: options.volumeBytes, rtt: options.rtt, ...needs });
-      } catch (err) {
-        process.stderr.write(`bench: ${runner.system}: failed to start: ${describeError(err)}\n`);
-        for (const w of workloads)
-          notes.set(w.name, { status: 'failed', reason: `start: ${describeError(err).split('\n')[0]}` });
-        if (!options.isKeepData) rmSync(workDir, { recursive: true, force: true });
-        continue;
-      }
-      descriptions.set(runner.system, running.description);
-      process.stderr.write(`bench: ${runner.system}: ${running.description}\n`);
-      try {
-        for (const workload of workloads) {
-          try {
-            const figure = await runWorkload(workload, running, options, run);
-            figures.set(workload.name, [...(figures.get(workload.name) ?? []), figure]);
-          } catch (err) {
-            notes.set(workload.name, { status: 'failed', reason: describeError(err).split('\n')[0] });
-          }
-        }
-      } finally {
-        await running.stop();
-        if (options.isKeepData) process.stderr.write(`bench: ${runner.system}: data and logs kept in ${workDir}\n`);
-        else rmSync(workDir, { recursive: true, force: true });
-      }
+      await runSystem(runner, workloadsOf(runner.system, selected), run, runner.system === 'rdl' ? options.rtt : null);
     }
+    // The commit-latency claim needs the same write without emulated latency, on a fresh cluster.
+    if (isRttBaselineNeeded) await runSystem(rdlRunner, [qd1], run, null, noRttSuffix);
   }
 
   const outcomes = new Map<string, Outcome>();
@@ -181,14 +206,21 @@ async function main(): Promise<number> {
   const verdicts = evaluateTargets(outcomes);
   let rttSentence: string | null = null;
   if (options.rtt !== null) {
-    const qd1 = outcomes.get('sdk-write-4k-qd1');
-    if (qd1?.status === 'ok') {
-      rttSentence = formatCommitFollows(commitFollows(rdlLeaderRegion, options.rtt, qd1.summary.latencyUs.p50 / 1000));
+    const delayed = outcomes.get(qd1.name);
+    const baseline = outcomes.get(qd1.name + noRttSuffix);
+    if (delayed?.status === 'ok') {
+      const baselineMs = baseline?.status === 'ok' ? baseline.summary.latencyUs.p50 / 1000 : null;
+      rttSentence = formatCommitFollows(
+        commitFollows(rdlLeaderRegion, options.rtt, delayed.summary.latencyUs.p50 / 1000, baselineMs),
+      );
     }
   }
   const out = process.stdout;
   out.write(`\n${table}\n\nTargets (issue 6):\n${formatTargets(verdicts)}\n`);
-  if (rttSentence !== null) out.write(`\nRegion latency: ${rttSentence}\n`);
+  if (options.rtt !== null) {
+    out.write(`\nRegion latency emulated between the rdl daemons only; the peers run on plain loopback.\n`);
+  }
+  if (rttSentence !== null) out.write(`Region latency: ${rttSentence}\n`);
   out.write(
     `\nMachine: ${machine.cpus} CPUs (${machine.cpuModel}), ${machine.memoryGiB} GiB, ${machine.tmpFilesystem} on ${machine.tmpDevice}, load average ${machine.loadAverage1mAtStart} at start; ` +
       `${options.runs} run(s), median shown, spread = half the min-max range of ops/s.\n`,

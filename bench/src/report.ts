@@ -205,44 +205,62 @@ export function formatTargets(verdicts: readonly TargetVerdict[]): string {
 /** Which round trip a leader's commit latency follows under emulated region latency. */
 export interface CommitFollows {
   readonly leader: Region;
+  /** 1-in-flight write p50 with the emulated round trips. */
   readonly p50Ms: number;
-  /** The follower whose round trip the commit waits for (the nearest one: a quorum of 3 is 2). */
+  /** The same without emulated latency (same machine, fresh cluster), or null if not measured. */
+  readonly baselineP50Ms: number | null;
+  /** The follower whose round trip the commit should wait for (the nearest: a quorum of 3 is 2). */
   readonly expectedFollower: Region;
   readonly expectedRttMs: number;
   /** The farthest follower, which the commit must NOT wait for. */
   readonly farFollower: Region;
   readonly farRttMs: number;
-  /** True when p50 is at least the near round trip and below the far one. */
+  /**
+   * With a baseline: the latency the emulation added is closer to the near round trip than to the
+   * far one. Without: p50 is below the far round trip.
+   */
   readonly isFollowingNearest: boolean;
 }
 
 /**
- * With three regions a commit needs the leader and one follower, so its latency should follow the
- * round trip to the NEAREST follower. Compares the measured 1-in-flight write p50 with the round
- * trips from `leader`.
+ * With three regions a commit needs the leader and one follower, so the latency the emulated
+ * network adds to a write should be the round trip to the NEAREST follower. Compares the
+ * 1-in-flight write p50 with emulation against the baseline without, and against the round trips
+ * from `leader`.
  */
-export function commitFollows(leader: Region, rtt: readonly RttPair[], p50Ms: number): CommitFollows {
+export function commitFollows(
+  leader: Region,
+  rtt: readonly RttPair[],
+  p50Ms: number,
+  baselineP50Ms: number | null,
+): CommitFollows {
   const followers = regions
     .filter((r) => r !== leader)
     .map((r) => ({ region: r, rttMs: rttBetweenMs(rtt, leader, r) }))
     .sort((x, y) => x.rttMs - y.rttMs);
   const near = followers[0];
   const far = followers[followers.length - 1];
+  const addedMs = baselineP50Ms === null ? null : p50Ms - baselineP50Ms;
   return {
     leader,
     p50Ms,
+    baselineP50Ms,
     expectedFollower: near.region,
     expectedRttMs: near.rttMs,
     farFollower: far.region,
     farRttMs: far.rttMs,
-    isFollowingNearest: p50Ms >= near.rttMs && p50Ms < far.rttMs,
+    isFollowingNearest:
+      addedMs === null ? p50Ms < far.rttMs : Math.abs(addedMs - near.rttMs) < Math.abs(addedMs - far.rttMs),
   };
 }
 
 /** One sentence on which region pair the commit latency follows. */
 export function formatCommitFollows(c: CommitFollows): string {
-  const verdict = c.isFollowingNearest
-    ? `follows the ${c.leader}–${c.expectedFollower} round trip (${c.expectedRttMs} ms), not ${c.leader}–${c.farFollower} (${c.farRttMs} ms)`
-    : `does NOT sit between the ${c.leader}–${c.expectedFollower} round trip (${c.expectedRttMs} ms) and the ${c.leader}–${c.farFollower} one (${c.farRttMs} ms)`;
-  return `Leader in ${c.leader}: 4 KiB write p50 at 1 in flight is ${c.p50Ms.toFixed(2)} ms, which ${verdict}.`;
+  const pairs = `the ${c.leader}–${c.expectedFollower} round trip (${c.expectedRttMs} ms), not ${c.leader}–${c.farFollower} (${c.farRttMs} ms)`;
+  const measured =
+    c.baselineP50Ms === null
+      ? `4 KiB write p50 at 1 in flight is ${c.p50Ms.toFixed(2)} ms`
+      : `4 KiB write p50 at 1 in flight is ${c.p50Ms.toFixed(2)} ms with emulated latency and ${c.baselineP50Ms.toFixed(2)} ms without; the emulation added ${(c.p50Ms - c.baselineP50Ms).toFixed(2)} ms`;
+  const verdict = c.isFollowingNearest ? `which follows ${pairs}` : `which does NOT follow ${pairs}`;
+  return `Leader in ${c.leader}: ${measured}, ${verdict}.`;
 }

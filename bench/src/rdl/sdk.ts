@@ -10,6 +10,8 @@ export interface BenchSdk {
   write(volume: string, offsetBytes: number, data: Buffer): Promise<void>;
   read(volume: string, offsetBytes: number, lengthBytes: number): Promise<unknown>;
   transferLeader(region: string): Promise<void>;
+  /** The region of the leader as the daemons report it, or null when none is known. */
+  leaderRegion(): Promise<string | null>;
   close(): Promise<void>;
 }
 
@@ -24,7 +26,7 @@ export async function openSdk(endpoints: readonly string[]): Promise<BenchSdk> {
     throw new BenchError('BENCH_PROCESS_FAILED', '@rdl/client exports no RdlClient (is packages/client built?)');
   }
   const client = new RdlClient({ endpoints: [...endpoints] });
-  for (const name of ['createVolume', 'write', 'read', 'transferLeader', 'close']) {
+  for (const name of ['createVolume', 'write', 'read', 'transferLeader', 'status', 'close']) {
     if (typeof client[name] !== 'function') {
       throw new BenchError('BENCH_PROCESS_FAILED', `RdlClient has no ${name}() method`);
     }
@@ -39,6 +41,10 @@ export async function openSdk(endpoints: readonly string[]): Promise<BenchSdk> {
     read: (volume, offsetBytes, lengthBytes) => client.read(volume, offsetBytes, lengthBytes) as Promise<unknown>,
     transferLeader: async (region) => {
       await client.transferLeader(region);
+    },
+    leaderRegion: async () => {
+      const status = (await client.status()) as { leader?: { region?: unknown } };
+      return typeof status.leader?.region === 'string' ? status.leader.region : null;
     },
     close: async () => {
       await client.close();

@@ -1,6 +1,7 @@
 import { existsSync } from 'node:fs';
 
 import type { Region } from '../args.js';
+import { BenchError } from '../errors.js';
 import type { RunningSystem, SystemRunner } from '../systems.js';
 import { startAgent } from './agent.js';
 import { rdldMainPath, startRdlCluster } from './cluster.js';
@@ -30,6 +31,13 @@ export const rdlRunner: SystemRunner = {
       const sdk = await openSdk(cluster.clientEndpoints);
       stops.push(() => sdk.close());
       await sdk.transferLeader(rdlLeaderRegion);
+      const leader = await sdk.leaderRegion();
+      if (leader !== rdlLeaderRegion) {
+        throw new BenchError(
+          'BENCH_STARTUP_TIMEOUT',
+          `leadership did not move to ${rdlLeaderRegion} (leader: ${leader ?? 'none'})`,
+        );
+      }
       await sdk.createVolume(benchVolumeName, context.volumeBytes);
       const serverPids = cluster.daemons.map((d) => d.process.pid);
       const fioServerPids = [...serverPids];

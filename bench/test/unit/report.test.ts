@@ -109,15 +109,22 @@ test('targets: met, not met with the gap, and not measured', (t) => {
 
 test('with the leader in Geneva the commit should follow the Geneva-Gland round trip', (t) => {
   const rtt = parseRtt('geneva-gland=0.35ms,geneva-lucerne=2.5ms,gland-lucerne=2.4ms');
-  const near = commitFollows('geneva', rtt, 1.1);
+  // The emulation added 0.4 ms to a 1.0 ms baseline: that is Gland's round trip, not Lucerne's.
+  const near = commitFollows('geneva', rtt, 1.4, 1.0);
   t.is(near.expectedFollower, 'gland');
   t.is(near.farFollower, 'lucerne');
   t.true(near.isFollowingNearest);
   t.regex(
     formatCommitFollows(near),
-    /follows the geneva–gland round trip \(0\.35 ms\), not geneva–lucerne \(2\.5 ms\)/,
+    /added 0\.40 ms, which follows the geneva–gland round trip \(0\.35 ms\), not geneva–lucerne \(2\.5 ms\)/,
   );
-  // A p50 above Lucerne's round trip means the commit waited for the far region.
-  t.false(commitFollows('geneva', rtt, 3.2).isFollowingNearest);
-  t.regex(formatCommitFollows(commitFollows('geneva', rtt, 3.2)), /does NOT/);
+  // An added 2.4 ms means the commit waited for the far region.
+  const far = commitFollows('geneva', rtt, 3.4, 1.0);
+  t.false(far.isFollowingNearest);
+  t.regex(formatCommitFollows(far), /does NOT follow/);
+  // Without a baseline, only a p50 under the far round trip is evidence.
+  t.true(commitFollows('geneva', rtt, 1.2, null).isFollowingNearest);
+  t.false(commitFollows('geneva', rtt, 3.2, null).isFollowingNearest);
+  // From Lucerne, the nearest follower is Gland (2.4 ms), not Geneva (2.5 ms).
+  t.is(commitFollows('lucerne', rtt, 3.0, 0.6).expectedFollower, 'gland');
 });
