@@ -35,6 +35,8 @@ export class RaftLog {
   applyHandedIndex = 0;
   /** Highest index the driver reported applied. */
   applied = 0;
+  /** Bytes (as counted by {@link entryBytes}) of the entries the last `slice` returned. */
+  lastSliceBytes = 0;
 
   /** Restores the log as loaded from Storage: everything given is durable. */
   constructor(snapshotIndex: number, snapshotTerm: number, entries: readonly Entry[], commit: number, applied: number) {
@@ -90,6 +92,9 @@ export class RaftLog {
 
   /** The first index of `entries` that is missing or conflicts with our log, or 0. */
   findConflict(entries: readonly Entry[]): number {
+    // The common case is a pure append past our end: nothing to compare.
+    if (entries.length === 0) return 0;
+    if (entries[0].index > this.lastIndex()) return entries[0].index;
     for (let i = 0; i < entries.length; i++) {
       const e = entries[i];
       if (this.term(e.index) !== e.term) return e.index;
@@ -154,16 +159,16 @@ export class RaftLog {
     assert(lo > this.offset, `entry ${lo} is compacted`);
     const start = lo - this.offset - 1;
     let end = hi - this.offset; // exclusive
-    if (bytesMax < Infinity) {
-      let bytes = 0;
-      for (let i = start; i < end; i++) {
-        bytes += this.entries[i].data.byteLength + ENTRY_OVERHEAD_BYTES;
-        if (bytes > bytesMax && i > start) {
-          end = i;
-          break;
-        }
+    let bytes = 0;
+    for (let i = start; i < end; i++) {
+      const size = this.entries[i].data.byteLength + ENTRY_OVERHEAD_BYTES;
+      if (bytes + size > bytesMax && i > start) {
+        end = i;
+        break;
       }
+      bytes += size;
     }
+    this.lastSliceBytes = bytes;
     return this.entries.slice(start, end);
   }
 
@@ -214,7 +219,11 @@ export class RaftLog {
     if (index <= this.offset) return;
     assert(index <= this.applied && index <= this.stableIndex, `compact ${index} beyond applied/stable`);
     const term = this.term(index);
-    this.entries.splice(0, index - this.offset);
+    // copyWithin + length rather than splice: splice would allocate an array of the dropped entries.
+    const dropped = index - this.offset;
+    const kept = this.entries.length - dropped;
+    if (kept > 0) this.entries.copyWithin(0, dropped);
+    this.entries.length = kept;
     this.offset = index;
     this.offsetTerm = term;
   }

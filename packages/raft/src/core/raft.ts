@@ -188,6 +188,10 @@ export class RaftCore {
   /** Set once a TimeoutNow was sent in this term: lease reads are then unsafe for the rest of it. */
   private isLeaseRevoked = false;
   private uncommittedBytes = 0;
+  /** The leader's appended batches not yet wholly committed: last index and bytes of each, FIFO. */
+  private readonly uncommittedBatchLastIndexes: number[] = [];
+  private readonly uncommittedBatchBytes: number[] = [];
+  private uncommittedBatchHead = 0;
 
   private heartbeatRound = 0;
   private confirmedRound = 0;
@@ -496,6 +500,9 @@ export class RaftCore {
     this.leaseStartTick = -Infinity;
     this.votes.clear();
     this.uncommittedBytes = 0;
+    this.uncommittedBatchLastIndexes.length = 0;
+    this.uncommittedBatchBytes.length = 0;
+    this.uncommittedBatchHead = 0;
     this.heartbeatRound = 0;
     this.confirmedRound = 0;
     this.roundSentTicks.fill(-1);
@@ -864,10 +871,36 @@ export class RaftCore {
     const term = this.term;
     for (let i = 0; i < data.length; i++) this.log.push({ term, index: first + i, type, data: data[i] });
     this.uncommittedBytes += bytes;
+    this.uncommittedBatchLastIndexes.push(first + data.length - 1);
+    this.uncommittedBatchBytes.push(bytes);
     // The leader's own progress is not advanced here: its append is not durable yet (see persisted).
     if (this.isSingleVoter()) return first;
     this.bcastAppend();
     return first;
+  }
+
+  /**
+   * Releases the uncommitted-bytes budget of every appended batch now wholly committed: per batch
+   * rather than per entry, so the commit path does not walk the entries again.
+   */
+  private releaseUncommitted(committed: number): void {
+    const indexes = this.uncommittedBatchLastIndexes;
+    let n = this.uncommittedBatchHead;
+    while (n < indexes.length && indexes[n] <= committed) {
+      this.uncommittedBytes -= this.uncommittedBatchBytes[n];
+      n++;
+    }
+    if (n === indexes.length) {
+      indexes.length = 0;
+      this.uncommittedBatchBytes.length = 0;
+      this.uncommittedBatchHead = 0;
+    } else if (n > 1024) {
+      indexes.splice(0, n);
+      this.uncommittedBatchBytes.splice(0, n);
+      this.uncommittedBatchHead = 0;
+    } else {
+      this.uncommittedBatchHead = n;
+    }
   }
 
   private isSingleVoter(): boolean {
@@ -880,8 +913,8 @@ export class RaftCore {
     // Raft §5.4.2: only entries of the current term are committed by counting replicas.
     if (index <= this.log.committed || this.log.term(index) !== this.term) return false;
     const previous = this.log.committed;
-    this.uncommittedBytes = Math.max(0, this.uncommittedBytes - this.log.bytesBetween(previous, index));
     this.log.commitTo(index);
+    this.releaseUncommitted(index);
     if (this.readsBeforeCommit.length > 0 && this.log.term(previous) !== this.term) {
       const waiting = this.readsBeforeCommit;
       this.readsBeforeCommit = [];
@@ -914,10 +947,8 @@ export class RaftCore {
     if (entries.length > 0) {
       if (pr.state === ProgressState.Replicate) {
         const lastSent = entries[entries.length - 1].index;
-        let bytes = 0;
-        for (let i = 0; i < entries.length; i++) bytes += entries[i].data.byteLength + ENTRY_OVERHEAD_BYTES;
         pr.next = lastSent + 1;
-        pr.inflights.add(lastSent, bytes);
+        pr.inflights.add(lastSent, log.lastSliceBytes);
       } else {
         pr.isProbeSent = true;
       }
