@@ -19,3 +19,5 @@ export type {
 } from './nbd/memory-volume.js';
 export { NbdServer } from './nbd/server.js';
 export type { NbdCounters, NbdListenAddress, NbdServerOptions } from './nbd/server.js';
+export { RdlVolumeProvider } from './nbd/rdl-volume.js';
+export type { RdlVolumeClient, RdlVolumeProviderOptions } from './nbd/rdl-volume.js';
