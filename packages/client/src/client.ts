@@ -287,7 +287,8 @@ export class RdlClient {
 
   /**
    * Deletes volume `name` (`VOLUME_NOT_FOUND` if absent). When an earlier attempt of this same call
-   * failed ambiguously and a retry finds the volume gone, the call succeeds: that attempt deleted it.
+   * failed ambiguously (connection lost, timed out, or the leader stepped down) and a retry finds
+   * the volume gone, the call succeeds: that attempt deleted it.
    */
   async deleteVolume(name: string, options: CallOptions = {}): Promise<void> {
     this.checkName(name);
@@ -491,20 +492,32 @@ export class RdlClient {
     const deadlineMs = now() + timeoutMs;
     let attempt = 0;
     let lastError: RdlError | undefined;
+    // True once an attempt failed in a way that may have left it applied (see deleteVolume).
+    let isAmbiguous = false;
     for (;;) {
       const remainingMs = deadlineMs - now();
       if (remainingMs <= 0) throw deadlineError(method, timeoutMs, lastError);
       const attemptMs =
         method === 'transferLeader' ? remainingMs : Math.min(remainingMs, this.options.attemptTimeoutMs);
       const address = this.currentTarget;
+      const wasLeader = this.leaderAddress === address;
       try {
         const response = await this.unaryAttempt<Response>(address, method, request, attemptMs, signal);
         if (method !== 'status') this.leaderAddress = address;
         return response;
       } catch (error) {
         if (!(error instanceof RdlError) || error.code.startsWith('CLIENT_')) throw error;
-        if (method === 'deleteVolume' && error.code === WireCode.VOLUME_NOT_FOUND && attempt > 0) {
+        if (method === 'deleteVolume' && error.code === WireCode.VOLUME_NOT_FOUND && isAmbiguous) {
           return {} as Response;
+        }
+        // A follower's NOT_LEADER means it proposed nothing; a lost connection, a timeout or the
+        // leader stepping down mid-call may mean the change was committed anyway.
+        if (
+          error.code === WireCode.UNAVAILABLE ||
+          error.code === WireCode.DEADLINE_EXCEEDED ||
+          (error.code === WireCode.NOT_LEADER && wasLeader)
+        ) {
+          isAmbiguous = true;
         }
         if (!isRetryableCode(error.code)) throw error;
         // An attempt cut short by the call's own deadline says less than the failure before it.

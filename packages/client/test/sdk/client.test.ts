@@ -22,7 +22,7 @@ async function setup(
   const cluster = await FakeCluster.start(size);
   const client = new RdlClient({
     endpoints: cluster.addresses,
-    requestTimeoutMs: 5_000,
+    requestTimeoutMs: 20_000,
     random: seededRandom(42),
     ...options,
   });
@@ -127,7 +127,7 @@ test('writes carry the session, increasing seqs and ackedBelow = lowest unanswer
 test('unary calls and IO follow NOT_LEADER hints to the leader', async (t) => {
   const cluster = await FakeCluster.start(3);
   cluster.setLeader(2);
-  const client = new RdlClient({ endpoints: cluster.addresses, random: () => 0, requestTimeoutMs: 5_000 });
+  const client = new RdlClient({ endpoints: cluster.addresses, random: () => 0, requestTimeoutMs: 20_000 });
   t.teardown(async () => {
     await client.close();
     await cluster.close();
@@ -147,7 +147,7 @@ test('without hints the client rotates through the endpoints', async (t) => {
   const cluster = await FakeCluster.start(3);
   cluster.isHinting = false;
   cluster.setLeader(2);
-  const client = new RdlClient({ endpoints: cluster.addresses, random: () => 0, requestTimeoutMs: 5_000 });
+  const client = new RdlClient({ endpoints: cluster.addresses, random: () => 0, requestTimeoutMs: 20_000 });
   t.teardown(async () => {
     await client.close();
     await cluster.close();
@@ -161,7 +161,7 @@ test('a stopped endpoint is skipped', async (t) => {
   const cluster = await FakeCluster.start(3);
   cluster.setLeader(1);
   cluster.stop(0);
-  const client = new RdlClient({ endpoints: cluster.addresses, random: () => 0, requestTimeoutMs: 5_000 });
+  const client = new RdlClient({ endpoints: cluster.addresses, random: () => 0, requestTimeoutMs: 20_000 });
   t.teardown(async () => {
     await client.close();
     await cluster.close();
@@ -295,7 +295,7 @@ test('an unanswered request fails with CLIENT_DEADLINE_EXCEEDED near its deadlin
   const error = await t.throwsAsync<RdlError>(client.read('v', 0, 10, { timeoutMs: 150 }));
   const elapsed = performance.now() - started;
   t.is(error?.code, 'CLIENT_DEADLINE_EXCEEDED');
-  t.true(elapsed >= 140 && elapsed < 1_500, `failed after ${elapsed} ms`);
+  t.true(elapsed >= 140 && elapsed < 5_000, `failed after ${elapsed} ms`);
 });
 
 test('unary calls to an unreachable cluster fail at the deadline with the last error as cause', async (t) => {
@@ -334,7 +334,7 @@ test('AbortSignal aborts waiting, in-flight and unary calls', async (t) => {
 test('status asks the leader; transferLeader moves the IO stream', async (t) => {
   const cluster = await FakeCluster.start(3);
   cluster.setLeader(1);
-  const client = new RdlClient({ endpoints: cluster.addresses, random: () => 0, requestTimeoutMs: 5_000 });
+  const client = new RdlClient({ endpoints: cluster.addresses, random: () => 0, requestTimeoutMs: 20_000 });
   t.teardown(async () => {
     await client.close();
     await cluster.close();
@@ -372,4 +372,27 @@ test('invalid options are refused with every problem listed', (t) => {
   t.regex(error!.message, /nohost/);
   t.regex(error!.message, /requestTimeoutMs/);
   t.regex(error!.message, /ioInflightMax/);
+});
+
+test('deleteVolume after an ambiguous failure treats VOLUME_NOT_FOUND as done, but not after a redirect', async (t) => {
+  const cluster = await FakeCluster.start(3);
+  cluster.setLeader(2);
+  const client = new RdlClient({ endpoints: cluster.addresses, random: () => 0, requestTimeoutMs: 20_000 });
+  t.teardown(async () => {
+    await client.close();
+    await cluster.close();
+  });
+  // Starts at a follower: its NOT_LEADER proves nothing was applied, so the error stands.
+  t.is((await t.throwsAsync<RdlError>(client.deleteVolume('ghost')))?.code, WireCode.VOLUME_NOT_FOUND);
+  await client.createVolume('v', 1 * MiB);
+  let isFirst = true;
+  cluster.unaryHook = (node, method) => {
+    if (method !== 'deleteVolume' || node !== cluster.leader || !isFirst) return undefined;
+    isFirst = false;
+    cluster.volumes.delete('v'); // applied, but the answer is lost
+    return { code: WireCode.UNAVAILABLE, message: 'fake: connection lost' };
+  };
+  await client.deleteVolume('v');
+  t.false(isFirst);
+  t.false(cluster.volumes.has('v'));
 });
