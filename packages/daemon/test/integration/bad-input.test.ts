@@ -1,0 +1,222 @@
+// Proves bad input never crashes a daemon and always gets a stable code: undecodable bytes on unary
+// calls and on the Io stream (INVALID_ARGUMENT), malformed and forged frames on the peer service
+// (DAEMON_PEER_MESSAGE_INVALID / DAEMON_PEER_IDENTITY_MISMATCH notices), out-of-range offsets
+// (OUT_OF_RANGE), oversized requests (TOO_LARGE, and RESOURCE_EXHAUSTED above the message limit),
+// unknown volumes (VOLUME_NOT_FOUND), bad names and sizes, too many requests in flight on one stream
+// (RESOURCE_EXHAUSTED), duplicate request ids; after all of it the same processes still serve
+// writes and reads, with real rdld processes on 127.0.0.1.
+import test from 'ava';
+import { Client, Metadata, credentials } from '@grpc/grpc-js';
+import { Packr } from 'msgpackr';
+import { startCluster } from '../helpers/cluster.js';
+import type { Cluster } from '../helpers/cluster.js';
+import { CallError, sessionId } from '../helpers/block-client.js';
+import { decodeNotice, peerStreamMethod } from '../../src/transport/peer-protocol.js';
+import { waitFor } from '../helpers/ports.js';
+
+let cluster: Cluster;
+test.before(async () => {
+  // A small per-stream window so the RESOURCE_EXHAUSTED path is reachable with a few requests.
+  cluster = await startCluster({ args: ['--api-stream-inflight-max', '4'] });
+});
+test.after.always(async () => {
+  await cluster?.destroy();
+});
+
+const packr = new Packr({ useRecords: false });
+const read = (volume: string, offset: number, length: number) => ({
+  op: 'read' as const,
+  volume,
+  offset,
+  length,
+  session: '',
+  seq: 0,
+  ackedBelow: 0,
+});
+
+test.serial('bad requests get coded errors and the daemons keep serving', async (t) => {
+  const leader = await cluster.waitForLeader();
+  const client = cluster.member(leader).client;
+  await client.call('createVolume', { name: 'vol', sizeBytes: 64 * 1024 });
+
+  // Unary calls: garbage bytes, a non-map, bad names and sizes, unknown volume.
+  for (const bytes of [Buffer.from([0xc1]), packr.pack([1, 2, 3]), packr.pack('hello')]) {
+    const error = await t.throwsAsync(client.callRaw('createVolume', bytes));
+    t.is((error as CallError).code, 'INVALID_ARGUMENT');
+  }
+  for (const request of [
+    { name: '../etc', sizeBytes: 4096 },
+    { name: 'x', sizeBytes: 1000 },
+    { name: 'x', sizeBytes: -4096 },
+    { name: 'x', sizeBytes: 2 ** 60 },
+    { name: 42, sizeBytes: 4096 },
+  ]) {
+    const error = await t.throwsAsync(client.call('createVolume', request));
+    t.is((error as CallError).code, 'INVALID_ARGUMENT', JSON.stringify(request));
+  }
+  const unknown = await t.throwsAsync(client.call('statVolume', { name: 'nope' }));
+  t.is((unknown as CallError).code, 'VOLUME_NOT_FOUND');
+  const unknownDelete = await t.throwsAsync(client.call('deleteVolume', { name: 'nope' }));
+  t.is((unknownDelete as CallError).code, 'VOLUME_NOT_FOUND');
+  const shrink = await t.throwsAsync(client.call('growVolume', { name: 'vol', sizeBytes: 4096 }));
+  t.is((shrink as CallError).code, 'INVALID_ARGUMENT');
+  const badRegion = await t.throwsAsync(client.call('transferLeader', { region: 'atlantis' }));
+  t.is((badRegion as CallError).code, 'INVALID_ARGUMENT');
+
+  // IO requests: per-request errors on a stream that keeps working.
+  const io = client.io();
+  const cases: [object, string][] = [
+    [read('vol', 64 * 1024 - 10, 20), 'OUT_OF_RANGE'],
+    [read('vol', 2 ** 52, 1), 'OUT_OF_RANGE'],
+    [read('nope', 0, 4096), 'VOLUME_NOT_FOUND'],
+    [read('vol', 0, 5 * 1024 * 1024), 'TOO_LARGE'],
+    [read('vol', -1, 1), 'INVALID_ARGUMENT'],
+    [{ ...read('vol', 0, 1), op: 'format' }, 'INVALID_ARGUMENT'],
+    [
+      {
+        op: 'write',
+        volume: 'vol',
+        offset: 0,
+        length: 4,
+        data: Buffer.alloc(8),
+        session: sessionId(1),
+        seq: 1,
+        ackedBelow: 0,
+      },
+      'INVALID_ARGUMENT',
+    ],
+    [
+      {
+        op: 'write',
+        volume: 'vol',
+        offset: 0,
+        length: 4,
+        data: Buffer.alloc(4),
+        session: 'short',
+        seq: 1,
+        ackedBelow: 0,
+      },
+      'INVALID_ARGUMENT',
+    ],
+    [
+      {
+        op: 'write',
+        volume: 'vol',
+        offset: 65_535,
+        length: 4,
+        data: Buffer.alloc(4),
+        session: sessionId(1),
+        seq: 1,
+        ackedBelow: 0,
+      },
+      'OUT_OF_RANGE',
+    ],
+    [
+      {
+        op: 'write',
+        volume: 'nope',
+        offset: 0,
+        length: 4,
+        data: Buffer.alloc(4),
+        session: sessionId(1),
+        seq: 2,
+        ackedBelow: 0,
+      },
+      'VOLUME_NOT_FOUND',
+    ],
+  ];
+  for (const [request, code] of cases) {
+    const response = await io.request(request as never);
+    t.false(response.ok, JSON.stringify(request).slice(0, 120));
+    t.is(response.error?.code, code, JSON.stringify(request).slice(0, 120));
+  }
+  // More requests in flight than the stream allows: the excess is refused, not queued.
+  const burst = await Promise.all(Array.from({ length: 12 }, () => io.request(read('vol', 0, 4096))));
+  t.true(burst.some((r) => r.error?.code === 'RESOURCE_EXHAUSTED'));
+  t.true(burst.some((r) => r.ok));
+  t.is(io.failure, null, 'per-request errors leave the stream open');
+  // A write still works on the same stream.
+  const ok = await io.request({
+    op: 'write',
+    volume: 'vol',
+    offset: 0,
+    length: 4,
+    data: Buffer.from('rdl!'),
+    session: sessionId(2),
+    seq: 1,
+    ackedBelow: 0,
+  });
+  t.true(ok.ok, JSON.stringify(ok.error));
+  io.end();
+
+  // Undecodable bytes on the Io stream, and a request without an id: the stream fails with a code.
+  const garbage = await client.io().writeRaw(Buffer.from([0xc1, 0xc1]));
+  t.is(garbage.code, 'INVALID_ARGUMENT');
+  const noId = await client.io().writeRaw(packr.pack({ op: 'read', volume: 'vol', offset: 0, length: 1 }));
+  t.is(noId.code, 'INVALID_ARGUMENT');
+  // A duplicate id while the first is in flight.
+  const dupStream = client.io();
+  dupStream.request({ ...read('vol', 0, 4096), id: 7 }).catch(() => undefined);
+  const dup = await dupStream.writeRaw(packr.pack({ ...read('vol', 0, 4096), id: 7 }));
+  t.is(dup.code, 'INVALID_ARGUMENT');
+
+  // A message above the API's size limit is refused by gRPC before it reaches the handler.
+  const huge = await t.throwsAsync(client.callRaw('createVolume', Buffer.alloc(6 * 1024 * 1024)));
+  t.is((huge as CallError).code, 'RESOURCE_EXHAUSTED');
+
+  // The peer service: garbage frames and a forged sender on a stream claiming to come from a peer.
+  const follower = [...cluster.members.values()].find((m) => m.region !== leader)!;
+  const peerClient = new Client(`127.0.0.1:${follower.peerPort}`, credentials.createInsecure());
+  const metadata = new Metadata();
+  metadata.set('rdl-peer-from', leader);
+  metadata.set('rdl-peer-to', follower.region);
+  const stream = peerClient.makeBidiStreamRequest(
+    peerStreamMethod.path,
+    (b: Buffer) => b,
+    (b: Buffer) => b,
+    metadata,
+  );
+  const notices: string[] = [];
+  stream.on('data', (frame: Buffer) => {
+    const notice = decodeNotice(frame);
+    if (notice) notices.push(notice.code);
+  });
+  stream.on('error', () => undefined);
+  stream.write(Buffer.from([0xc1, 0x00]));
+  await waitFor(() => notices.length >= 1, 'a notice for the garbage frame');
+  t.is(notices[0], 'DAEMON_PEER_MESSAGE_INVALID');
+  stream.end();
+  const forged = new Metadata();
+  forged.set('rdl-peer-from', 'mallory');
+  forged.set('rdl-peer-to', follower.region);
+  const refused = peerClient.makeBidiStreamRequest(
+    peerStreamMethod.path,
+    (b: Buffer) => b,
+    (b: Buffer) => b,
+    forged,
+  );
+  const refusal = await new Promise<{ metadata: Metadata }>((resolve) => refused.on('error', resolve));
+  t.deepEqual(refusal.metadata.get('rdl-code'), ['DAEMON_PEER_IDENTITY_MISMATCH']);
+  peerClient.close();
+  const rejected = await (await fetch(`http://127.0.0.1:${follower.metricsPort}/metrics`)).text();
+  t.regex(rejected, /rdl_peer_messages_rejected_total\{[^}]*code="DAEMON_PEER_MESSAGE_INVALID"[^}]*\} [1-9]/);
+
+  // Everyone is still alive and the cluster still serves reads and writes.
+  for (const member of cluster.members.values()) t.not(member.process, null, `${member.region} is running`);
+  const after = client.io();
+  const write = await after.request({
+    op: 'write',
+    volume: 'vol',
+    offset: 4096,
+    length: 5,
+    data: Buffer.from('still'),
+    session: sessionId(3),
+    seq: 1,
+    ackedBelow: 0,
+  });
+  t.true(write.ok);
+  const back = await after.request(read('vol', 0, 4096 + 5));
+  t.is(Buffer.from(back.data!).subarray(0, 4).toString(), 'rdl!');
+  t.is(Buffer.from(back.data!).subarray(4096).toString(), 'still');
+  after.end();
+});
