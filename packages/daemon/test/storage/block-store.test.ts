@@ -3,19 +3,25 @@
 // writeZeroes and trim), one LevelDB batch per apply holding the applied index, restarts that
 // neither re-apply nor skip, exactly-once writes with client sessions (dedup, window, expiry in
 // log time, eviction), determinism across batch boundaries, and lazy removal of deleted volumes.
+import { createHash } from 'node:crypto';
 import test from 'ava';
 import { Tag, blockKey, deletionKey, stateKey } from '../../src/storage/block-keys.js';
 import type { BlockStateMachine } from '../../src/storage/block-store.js';
 import { BLOCK_SIZE_BYTES, type ApplyResult, type Command } from '../../src/storage/commands.js';
 import type { Database } from '../../src/storage/database.js';
-import { LogBuilder, applyAll, applyOne, countKeys, openMachine, seededRandom, tempDatabase } from './helpers.js';
+import {
+  sameBytes,
+  LogBuilder,
+  applyAll,
+  applyOne,
+  countKeys,
+  openMachine,
+  randomBytes,
+  seededRandom,
+  tempDatabase,
+} from './helpers.js';
 
 const MiB = 1024 * 1024;
-
-function bytes(length: number, seed: number): Uint8Array {
-  const next = seededRandom(seed);
-  return Uint8Array.from({ length }, () => 1 + next(255));
-}
 
 test('volumes: create is idempotent on the same size, VOLUME_EXISTS on another; grow only grows; delete', async (t) => {
   const temp = await tempDatabase();
@@ -127,7 +133,7 @@ test('writes, writeZeroes and trims at any offset match a byte model (seeded, ma
       const length = Math.min(sizeBytes - offset, next(4) === 0 ? next(6 * BLOCK_SIZE_BYTES) : next(300));
       const kind = next(5);
       if (kind < 3) {
-        const data = bytes(length, round * 100 + i);
+        const data = randomBytes(length, round * 100 + i);
         model.set(data, offset);
         log.add({ type: 'write', volume: 'v', offset, data });
       } else {
@@ -144,10 +150,10 @@ test('writes, writeZeroes and trims at any offset match a byte model (seeded, ma
     if (round % 10 === 9) {
       const offset = next(sizeBytes);
       const length = next(sizeBytes - offset);
-      t.deepEqual(await machine.read('v', offset, length), Buffer.from(model.subarray(offset, offset + length)));
+      sameBytes(t, await machine.read('v', offset, length), model.subarray(offset, offset + length));
     }
   }
-  t.deepEqual(await machine.read('v', 0, sizeBytes), Buffer.from(model));
+  sameBytes(t, await machine.read('v', 0, sizeBytes), model);
   // Blocks that are all zeros are not stored (thin).
   let zeroBlocks = 0;
   for (let block = 0; block < 48; block++) {
@@ -163,7 +169,7 @@ test('trimming whole blocks deletes them: the volume is thin again', async (t) =
   const machine = await openMachine(temp.db);
   const log = new LogBuilder();
   await applyOne(machine, log, { type: 'createVolume', name: 'v', sizeBytes: MiB, createdAtMs: 0 });
-  await applyOne(machine, log, { type: 'write', volume: 'v', offset: 0, data: bytes(16 * BLOCK_SIZE_BYTES, 1) });
+  await applyOne(machine, log, { type: 'write', volume: 'v', offset: 0, data: randomBytes(16 * BLOCK_SIZE_BYTES, 1) });
   t.is(await countKeys(temp.db, blockKey(0, 1, 0), blockKey(0, 2, 0)), 16);
   await applyOne(machine, log, { type: 'trim', volume: 'v', offset: 0, length: 8 * BLOCK_SIZE_BYTES });
   await applyOne(machine, log, {
@@ -199,7 +205,7 @@ test('one apply of many writes is one LevelDB batch that includes the applied in
   await applyOne(machine, log, { type: 'createVolume', name: 'v', sizeBytes: MiB, createdAtMs: 0 });
   const calls = spyOnBatches(temp.db);
   for (let i = 0; i < 64; i++)
-    log.add({ type: 'write', volume: 'v', offset: i * BLOCK_SIZE_BYTES, data: bytes(4096, i) });
+    log.add({ type: 'write', volume: 'v', offset: i * BLOCK_SIZE_BYTES, data: randomBytes(4096, i) });
   await applyAll(machine, log.from(2));
   t.is(calls.length, 1);
   t.is(calls[0].keys.length, 64 + 1, '64 blocks and the meta record');
@@ -227,7 +233,7 @@ test('a restart resumes after the applied index: nothing re-applied, nothing ski
         type: 'write',
         volume: 'v',
         offset: next(MiB - 600),
-        data: bytes(1 + next(600), i),
+        data: randomBytes(1 + next(600), i),
         session: 'c'.repeat(32),
         seq: i + 1,
         ackedBelow: Math.max(0, i - 3),
@@ -256,7 +262,7 @@ test('a restart resumes after the applied index: nothing re-applied, nothing ski
     machine = await openMachine(await temp.reopen());
   }
   t.deepEqual(results, expectedResults);
-  t.deepEqual(await machine.read('v', 0, MiB), expectedData);
+  sameBytes(t, await machine.read('v', 0, MiB), expectedData);
   await machine.whenGarbageCollected();
   t.deepEqual(machine.stats(), expectedStats);
   await t.throwsAsync(machine.apply(log.entries.slice(5, 6)), undefined, 'an entry already applied is refused');
@@ -453,7 +459,7 @@ test('two replicas given the same log in different batches end in the same state
       type: 'write',
       volume: 'v',
       offset: next(60 * BLOCK_SIZE_BYTES),
-      data: bytes(1 + next(5000), i),
+      data: randomBytes(1 + next(5000), i),
       session,
       seq: 1 + next(40),
       ackedBelow: next(3),
@@ -468,7 +474,8 @@ test('two replicas given the same log in different batches end in the same state
     for (let from = 0; from < log.entries.length; from += maxBatch) {
       results.push(...(await applyAll(machine, log.entries.slice(from, from + maxBatch))));
     }
-    outcomes.push({ results, data: await machine.read('v', 0, 64 * BLOCK_SIZE_BYTES), stats: machine.stats() });
+    const data = await machine.read('v', 0, 64 * BLOCK_SIZE_BYTES);
+    outcomes.push({ results, dataSha256: createHash('sha256').update(data).digest('hex'), stats: machine.stats() });
     await machine.close();
     await temp.cleanup();
   }
@@ -490,7 +497,7 @@ test('deleting a volume removes its blocks in the background; a new volume of th
   let machine: BlockStateMachine = await openMachine(temp.db);
   const log = new LogBuilder();
   await applyOne(machine, log, { type: 'createVolume', name: 'v', sizeBytes: 8 * MiB, createdAtMs: 0 });
-  await applyOne(machine, log, { type: 'write', volume: 'v', offset: 0, data: bytes(2 * MiB, 3) });
+  await applyOne(machine, log, { type: 'write', volume: 'v', offset: 0, data: randomBytes(2 * MiB, 3) });
   t.is(await countKeys(temp.db, blockKey(0, 1, 0), blockKey(0, 2, 0)), 512);
   await applyOne(machine, log, { type: 'deleteVolume', name: 'v' });
   await applyOne(machine, log, { type: 'createVolume', name: 'v', sizeBytes: 8 * MiB, createdAtMs: 1 });

@@ -90,3 +90,38 @@ export async function countKeys(db: Database, gte: Buffer, lt: Buffer): Promise<
   for await (const _key of db.keys({ gte, lt })) count++;
   return count;
 }
+
+/** `length` seeded pseudo-random bytes, never zero (so no block of them is thin by accident). Fast. */
+export function randomBytes(length: number, seed: number): Uint8Array {
+  const words = new Uint32Array(Math.ceil(length / 4));
+  let x = (seed * 0x9e3779b9) | 1;
+  for (let i = 0; i < words.length; i++) {
+    // xorshift32; each byte's low bit is set so that no byte is zero.
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    words[i] = (x | 0x01010101) >>> 0;
+  }
+  return new Uint8Array(words.buffer, 0, length);
+}
+
+/**
+ * Compares byte arrays with memcmp and reports the first difference. (AVA's deepEqual walks a
+ * large buffer byte by byte through its formatter: seconds per MiB.)
+ */
+export function sameBytes(
+  t: { true(value: boolean, message?: string): unknown },
+  actual: Uint8Array,
+  expected: Uint8Array,
+  message = '',
+): void {
+  const a = Buffer.from(actual.buffer, actual.byteOffset, actual.byteLength);
+  const b = Buffer.from(expected.buffer, expected.byteOffset, expected.byteLength);
+  if (a.equals(b)) {
+    t.true(true, message);
+    return;
+  }
+  let first = 0;
+  while (first < Math.min(a.length, b.length) && a[first] === b[first]) first++;
+  t.true(false, `${message} bytes differ: lengths ${a.length}/${b.length}, first difference at ${first}`);
+}
