@@ -57,6 +57,18 @@ export class Inflights {
     }
   }
 
+  /**
+   * Frees the oldest append. Used when a heartbeat reply shows the follower alive while the window
+   * is full: an append was probably lost, and without a free slot nothing would ever be sent again
+   * to reveal the gap (the follower's rejection of the next append moves it back to Probe).
+   */
+  freeFirstOne(): void {
+    if (this.count === 0) return;
+    this.bytes -= this.sizes[this.start];
+    this.start = (this.start + 1) % this.countMax;
+    this.count--;
+  }
+
   reset(): void {
     this.start = 0;
     this.count = 0;

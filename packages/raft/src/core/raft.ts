@@ -816,6 +816,7 @@ export class RaftCore {
   private handleHeartbeatResponse(m: Message, pr: Progress): void {
     pr.isRecentActive = true;
     pr.isProbeSent = false;
+    if (pr.state === ProgressState.Replicate && pr.inflights.isFull()) pr.inflights.freeFirstOne();
     if (pr.match < this.log.lastIndex()) this.sendAppend(m.from, true);
     if (m.context > pr.ackedRound && m.context <= this.heartbeatRound) {
       pr.ackedRound = m.context;

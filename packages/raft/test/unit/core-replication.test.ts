@@ -224,3 +224,24 @@ test('a follower in Probe gets one append at a time until it answers', (t) => {
   const apps = net.sent.filter((m) => m.type === MessageType.App && m.to === 'c');
   t.is(apps.length, 1);
 });
+
+test('a lost append with a full window is recovered: a heartbeat reply frees a slot and the gap is probed', (t) => {
+  const net = new Network(ids, { inflightMessagesMax: 1 });
+  net.elect('a');
+  const a = net.core('a');
+  net.cutOneWay('a', 'b');
+  a.propose([bytes1()]); // lost on the way to b: b's window (1) is now full
+  net.stabilize();
+  t.true(a.progress.get('b')!.isPaused());
+  net.heal();
+  a.propose([bytes1()]); // cannot go out: the window is full
+  net.stabilize();
+  t.is(net.core('b').log.lastIndex(), 1);
+  net.tick(3, ['a']);
+  t.is(net.core('b').log.lastIndex(), 3, 'b caught up after the next heartbeat reply');
+  t.is(a.progress.get('b')!.match, 3);
+});
+
+function bytes1(): Uint8Array {
+  return new Uint8Array(1);
+}
