@@ -42,7 +42,11 @@ function summaryOf(outcomes: Outcomes, name: string | undefined): SummaryFigure 
 
 function figureCells(outcome: Outcome | undefined): string[] {
   if (outcome === undefined) return ['not run', '', '', '', '', '', ''];
-  if (outcome.status !== 'ok') return [`${outcome.status}: ${outcome.reason}`, '', '', '', '', '', ''];
+  if (outcome.status !== 'ok') {
+    // The full reason is in the progress log and the JSON; the table keeps a short one.
+    const reason = outcome.reason.length > 60 ? `${outcome.reason.slice(0, 57)}...` : outcome.reason;
+    return [`${outcome.status}: ${reason}`, '', '', '', '', '', ''];
+  }
   const s = outcome.summary;
   return [
     formatCount(s.opsPerSecond),
