@@ -1,0 +1,115 @@
+// Proves rdld's start-up failures are clear and coded, by spawning the real bin/rdld.js: a bad
+// config exits 2 with DAEMON_CONFIG_INVALID listing every problem; a port held by another process
+// exits 1 with DAEMON_PORT_IN_USE; a data directory that cannot be created exits 1 with
+// DAEMON_DATA_DIR_UNWRITABLE; a data directory in use by a running rdld exits 1 with
+// DAEMON_DATA_DIR_LOCKED; and SIGTERM stops a running daemon cleanly with exit 0.
+import test from 'ava';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { RDLD_BIN } from '../helpers/cluster.js';
+import { freePorts, waitFor } from '../helpers/ports.js';
+
+interface Run {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+function run(args: string[], timeoutMs = 30_000): Promise<Run> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [RDLD_BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`rdld did not exit within ${timeoutMs} ms: ${stderr}`));
+    }, timeoutMs);
+    child.on('exit', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+const root = mkdtempSync(join(tmpdir(), 'rdld-start-'));
+test.after.always(() => rmSync(root, { recursive: true, force: true }));
+
+async function baseArgs(region: string): Promise<string[]> {
+  const [client, peer, metrics, other] = await freePorts(4);
+  return [
+    '--region',
+    region,
+    '--data-dir',
+    join(root, region),
+    '--listen-client',
+    `127.0.0.1:${client}`,
+    '--listen-peer',
+    `127.0.0.1:${peer}`,
+    '--listen-metrics',
+    `127.0.0.1:${metrics}`,
+    '--peer',
+    `gland=127.0.0.1:${other}`,
+  ];
+}
+
+test.serial('a bad config exits 2 with every problem listed', async (t) => {
+  const config = join(root, 'bad.toml');
+  writeFileSync(config, 'region = "Geneva"\n[raft]\ntick_interval_ms = 0\n');
+  const result = await run(['--config', config, '--log-level', 'loud']);
+  t.is(result.code, 2);
+  t.regex(result.stderr, /DAEMON_CONFIG_INVALID/);
+  t.regex(result.stderr, /region/);
+  t.regex(result.stderr, /tick_interval_ms/);
+  t.regex(result.stderr, /data_dir is required/);
+  t.regex(result.stderr, /--log-level/);
+});
+
+test.serial('a port in use exits 1 with DAEMON_PORT_IN_USE', async (t) => {
+  const args = await baseArgs('geneva');
+  const clientAddress = args[args.indexOf('--listen-client') + 1];
+  const blocker = createServer();
+  await new Promise<void>((resolve) => blocker.listen(Number(clientAddress.split(':')[1]), '127.0.0.1', resolve));
+  t.teardown(() => blocker.close());
+  const result = await run(args);
+  t.is(result.code, 1);
+  t.regex(result.stderr, /DAEMON_PORT_IN_USE/);
+  t.regex(result.stderr, new RegExp(clientAddress));
+});
+
+test.serial('a data directory that cannot be created exits 1 with DAEMON_DATA_DIR_UNWRITABLE', async (t) => {
+  const file = join(root, 'not-a-dir');
+  writeFileSync(file, 'x');
+  const args = await baseArgs('lucerne');
+  args[args.indexOf('--data-dir') + 1] = join(file, 'data');
+  const result = await run(args);
+  t.is(result.code, 1);
+  t.regex(result.stderr, /DAEMON_DATA_DIR_UNWRITABLE/);
+});
+
+test.serial(
+  'a data directory held by a running rdld exits 1 with DAEMON_DATA_DIR_LOCKED; SIGTERM stops cleanly',
+  async (t) => {
+    const args = await baseArgs('geneva');
+    const first = spawn(process.execPath, [RDLD_BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let output = '';
+    first.stdout.on('data', (d: Buffer) => (output += d.toString()));
+    const exited = new Promise<number | null>((resolve) => first.on('exit', resolve));
+    t.teardown(() => first.kill('SIGKILL'));
+    await waitFor(() => output.includes('rdld serving'), 'the first daemon to serve', 20_000, 20);
+
+    const second = await baseArgs('geneva');
+    second[second.indexOf('--data-dir') + 1] = args[args.indexOf('--data-dir') + 1];
+    const result = await run(second);
+    t.is(result.code, 1);
+    t.regex(result.stderr, /DAEMON_DATA_DIR_LOCKED/);
+
+    first.kill('SIGTERM');
+    t.is(await exited, 0);
+    t.regex(output, /"msg":"stopped"/);
+  },
+);
