@@ -28,8 +28,6 @@ export const AgentErrorCode = {
   VolumeReadOnly: 'AGENT_VOLUME_READ_ONLY',
   /** A request touched bytes beyond the end of the volume (NBD error EINVAL, or ENOSPC for writes). */
   VolumeOutOfRange: 'AGENT_VOLUME_OUT_OF_RANGE',
-  /** The backend has no space left for the write (NBD error ENOSPC). */
-  VolumeNoSpace: 'AGENT_VOLUME_NO_SPACE',
   /** The backend (the rdl cluster through the client SDK) failed the request, or did not complete
    *  it within the request timeout (NBD error EIO). */
   VolumeIoFailed: 'AGENT_VOLUME_IO_FAILED',

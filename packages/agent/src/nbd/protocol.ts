@@ -112,7 +112,7 @@ export const NBD_CMD_NAMES: Readonly<Record<number, string>> = {
 
 /**
  * The NBD error value for a failed backend call, chosen from the error's `code` as the spec asks:
- * EPERM for read-only, ENOSPC for writes beyond the end or a full backend, EINVAL for other
+ * EPERM for read-only, ENOSPC for writes beyond the end, EINVAL for other
  * out-of-range requests, EIO for everything else (cluster unreachable, deadline exceeded).
  */
 export function nbdErrorFor(err: unknown, isWrite: boolean): number {
@@ -121,8 +121,6 @@ export function nbdErrorFor(err: unknown, isWrite: boolean): number {
       return NBD_EPERM;
     case AgentErrorCode.VolumeOutOfRange:
       return isWrite ? NBD_ENOSPC : NBD_EINVAL;
-    case AgentErrorCode.VolumeNoSpace:
-      return NBD_ENOSPC;
     default:
       return NBD_EIO;
   }

@@ -6,8 +6,7 @@
  *
  * Errors: handles throw `AgentError` (or any error with a `code`); the server maps the codes to
  * NBD errors with `nbdErrorFor()` in protocol.ts: `AGENT_VOLUME_READ_ONLY` → EPERM,
- * `AGENT_VOLUME_OUT_OF_RANGE` → EINVAL (ENOSPC for writes), `AGENT_VOLUME_NO_SPACE` → ENOSPC,
- * anything else → EIO.
+ * `AGENT_VOLUME_OUT_OF_RANGE` → EINVAL (ENOSPC for writes), anything else → EIO.
  */
 
 /** One volume as `VolumeProvider.list()` reports it (the NBD export list). */
