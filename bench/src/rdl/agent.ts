@@ -37,7 +37,7 @@ export async function startAgent(
   const proc = startProcess(
     'rdl-agent',
     process.execPath,
-    [agentMainPath, 'nbd', '--endpoints', endpoints.join(','), '--listen', `127.0.0.1:${port}`],
+    [agentMainPath, 'nbd', '--endpoints', endpoints.join(','), '--listen', `127.0.0.1:${port}`, '--log-level', 'warn'],
     join(workDir, 'rdl-agent.log'),
   );
   const stop = (): Promise<void> => stopProcess(proc, 10_000);
