@@ -11,7 +11,7 @@ interface SdkVolume {
  * can substitute a recording double; the SDK's errors already carry the codes `VolumeAdmin`
  * promises (`VOLUME_NOT_FOUND`, `VOLUME_EXISTS`).
  */
-export interface RdlVolumeClient {
+export interface RdlVolumeAdminClient {
   createVolume(name: string, sizeBytes: number, options?: { timeoutMs?: number }): Promise<{ volume: SdkVolume }>;
   deleteVolume(name: string, options?: { timeoutMs?: number }): Promise<void>;
   statVolume(name: string, options?: { timeoutMs?: number }): Promise<SdkVolume>;
@@ -25,11 +25,11 @@ export interface RdlVolumeClient {
  * Raft group before the CO hears success.
  */
 export class RdlVolumeAdmin implements VolumeAdmin {
-  readonly #client: RdlVolumeClient;
+  readonly #client: RdlVolumeAdminClient;
   readonly #callOptions: { timeoutMs: number };
 
   /** `requestTimeoutMs` bounds each call, retries included; keep it under the sidecars' timeout. */
-  constructor(client: RdlVolumeClient, options: { requestTimeoutMs: number }) {
+  constructor(client: RdlVolumeAdminClient, options: { requestTimeoutMs: number }) {
     this.#client = client;
     this.#callOptions = { timeoutMs: options.requestTimeoutMs };
   }

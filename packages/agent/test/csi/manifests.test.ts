@@ -13,6 +13,7 @@ import test from 'ava';
 import { Command } from 'commander';
 import { parseAllDocuments } from 'yaml';
 import { registerCsiCommand } from '../../src/csi/command.js';
+import { registerNbdCommand } from '../../src/nbd/command.js';
 import { csiDriverName } from '../../src/csi/identity.js';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -182,21 +183,29 @@ test('the node plugin is privileged with /dev, /sys and the kubelet directory (B
   t.true(spec.hostNetwork);
 });
 
-test('every flag given to rdl-agent csi exists in the CLI', (t) => {
+test('every flag given to rdl-agent csi and nbd exists in the CLI', (t) => {
   const program = new Command();
   registerCsiCommand(program);
-  const csiCommand = program.commands.find((command) => command.name() === 'csi');
-  t.truthy(csiCommand);
-  const known = new Set(csiCommand!.options.map((option) => option.long));
+  registerNbdCommand(program);
+  const flagsOf = (name: string) =>
+    new Set(program.commands.find((command) => command.name() === name)?.options.map((option) => option.long));
+  const known: Record<string, Set<string | undefined>> = { csi: flagsOf('csi'), nbd: flagsOf('nbd') };
+  let checked = 0;
   for (const workload of [...byKind('Deployment'), ...byKind('DaemonSet')]) {
     for (const container of allContainers(workload)) {
-      if (container.args?.[0] !== 'csi') continue;
+      const subcommand = container.args?.[0];
+      if (subcommand !== 'csi' && subcommand !== 'nbd') continue;
       for (const arg of container.args.slice(1)) {
         const flag = String(arg).split('=')[0];
-        t.true(known.has(flag), `${workload.metadata.name}/${container.name}: unknown flag ${flag}`);
+        t.true(
+          known[subcommand].has(flag),
+          `${workload.metadata.name}/${container.name}: unknown ${subcommand} flag ${flag}`,
+        );
+        checked += 1;
       }
     }
   }
+  t.true(checked >= 10);
 });
 
 test('RBAC: bindings reference defined roles and service accounts; the sidecars get what they need', (t) => {
