@@ -1,7 +1,6 @@
 /**
- * The `@rdl/raft` contract types this directory implements, in one place. `@rdl/raft`'s index does
- * not export api.ts yet, so they are imported type-only from its source (erased at run time, and
- * resolved by tsc through the project reference); switch to `from '@rdl/raft'` once it does.
+ * The `@rdl/raft` contract types this directory implements, in one place (so the storage modules
+ * name one import, and tests can use them without depending on the rest of `@rdl/raft`).
  */
 export type {
   ConfState,
@@ -13,7 +12,11 @@ export type {
   SnapshotWriter,
   StateMachine,
   Storage,
-} from '../../../raft/src/api.js';
+} from '@rdl/raft';
+import type { EntryType } from '@rdl/raft';
 
-/** `EntryType.Normal` of `@rdl/raft` (a command for the state machine). */
-export const ENTRY_TYPE_NORMAL = 0;
+/**
+ * `EntryType.Normal` of `@rdl/raft` (a command for the state machine), as a literal so that the
+ * storage modules load without evaluating the Raft package. The declared type makes tsc check it.
+ */
+export const ENTRY_TYPE_NORMAL: (typeof EntryType)['Normal'] = 0;
