@@ -39,7 +39,7 @@ export interface RdlClientOptions {
   streamStallMs?: number;
   /** Most IO requests in flight on the Io stream (callers beyond wait for a slot). Default 256. */
   ioInflightMax?: number;
-  /** Most payload bytes (write data plus read lengths) in flight on the Io stream. Default 32 MiB. */
+  /** Most request bytes (the `length` of every IO request) in flight on the Io stream. Default 32 MiB. */
   ioInflightBytesMax?: number;
   /** Most IO requests waiting for a slot; beyond, calls fail with `CLIENT_QUEUE_FULL`. Default 65536. */
   ioQueueMax?: number;
@@ -146,6 +146,29 @@ const mutating: Readonly<Record<IoOp, boolean>> = {
   flush: false,
 };
 
+/**
+ * A client session for exactly-once writes: its id, the next seq to hand out, and `ackedBelow`
+ * (every lower seq is settled and will never be sent again).
+ */
+class WriteSession {
+  nextSeq = 1;
+  ackedBelow = 1;
+  /** Settled seqs above `ackedBelow` (settled out of order); bounded by the seqs in flight. */
+  private readonly settled = new Set<number>();
+
+  constructor(readonly id: string) {}
+
+  /** Marks `seq` settled and advances `ackedBelow` past every settled seq. */
+  settle(seq: number): void {
+    if (seq !== this.ackedBelow) {
+      this.settled.add(seq);
+      return;
+    }
+    this.ackedBelow++;
+    while (this.settled.delete(this.ackedBelow)) this.ackedBelow++;
+  }
+}
+
 /** One IO call on its way: waiting for a slot, in flight on a stream, or waiting to be retried. */
 class PendingIo {
   /** Request id on the stream it was last sent on. */
@@ -162,8 +185,10 @@ class PendingIo {
     readonly offset: number,
     readonly length: number,
     readonly data: Uint8Array | undefined,
+    /** Session of a mutating op (else undefined); replaced only when the daemon forgot it. */
+    public session: WriteSession | undefined,
     /** Session sequence number (mutating ops), else 0. */
-    readonly seq: number,
+    public seq: number,
     /** Payload bytes counted against the in-flight byte window. */
     readonly cost: number,
     readonly timeoutMs: number,
@@ -228,8 +253,6 @@ function isCount(value: unknown): value is number {
 export class RdlClient {
   /** The validated, frozen options. */
   readonly options: ResolvedOptions;
-  /** This client's session id (exactly-once writes). */
-  readonly sessionId: string;
 
   private readonly connections = new Map<string, grpc.Client>();
   private leaderAddress: string | undefined = undefined;
@@ -246,16 +269,14 @@ export class RdlClient {
   private sweepTimer: NodeJS.Timeout | undefined = undefined;
   private readonly sweepIntervalMs: number;
 
-  private nextSeq = 1;
-  private ackedBelowSeq = 1;
-  private readonly settledSeqs = new Set<number>();
+  private session: WriteSession;
 
   private readonly unaryCalls = new Set<grpc.ClientUnaryCall>();
 
   /** Validates the options (`CLIENT_CONFIG_INVALID`); connects lazily on the first call. */
   constructor(options: RdlClientOptions) {
     this.options = resolveOptions(options);
-    this.sessionId = this.options.sessionId;
+    this.session = new WriteSession(this.options.sessionId);
     this.sweepIntervalMs = Math.max(5, Math.min(50, Math.floor(this.options.requestTimeoutMs / 10)));
     // Start at a random endpoint so many clients do not all knock on the first one.
     this.endpointIndex = Math.floor(this.options.random() * this.options.endpoints.length);
@@ -266,9 +287,17 @@ export class RdlClient {
     return this.leaderAddress ?? this.options.endpoints[this.endpointIndex % this.options.endpoints.length];
   }
 
-  /** Lowest write sequence number not yet settled (what `ackedBelow` will say next). */
+  /**
+   * This client's current session id (exactly-once writes). It changes only if a daemon reports
+   * the session expired (idle for long, or evicted) on a write that cannot have been applied.
+   */
+  get sessionId(): string {
+    return this.session.id;
+  }
+
+  /** Lowest write sequence number of the current session not yet settled (the next `ackedBelow`). */
   get ackedBelow(): number {
-    return this.ackedBelowSeq;
+    return this.session.ackedBelow;
   }
 
   // ---------------------------------------------------------------- volumes
@@ -638,8 +667,10 @@ export class RdlClient {
         offset,
         length,
         data,
-        isMutating ? this.nextSeq++ : 0,
-        op === 'read' || op === 'write' ? length : 0,
+        isMutating ? this.session : undefined,
+        isMutating ? this.session.nextSeq++ : 0,
+        // Counted like the daemon counts its window: the request's length, whatever the op.
+        length,
         timeoutMs,
         now() + timeoutMs,
         signal,
@@ -678,19 +709,9 @@ export class RdlClient {
       clearTimeout(pending.retryTimer);
       this.retrying.delete(pending);
     }
-    if (pending.seq !== 0) this.settleSeq(pending.seq);
+    pending.session?.settle(pending.seq);
     this.liveCount--;
     if (this.liveCount === 0) this.stopSweep();
-  }
-
-  /** Advances `ackedBelow` past every settled seq: those will never be sent again. */
-  private settleSeq(seq: number): void {
-    if (seq !== this.ackedBelowSeq) {
-      this.settledSeqs.add(seq);
-      return;
-    }
-    this.ackedBelowSeq++;
-    while (this.settledSeqs.delete(this.ackedBelowSeq)) this.ackedBelowSeq++;
   }
 
   /** Moves waiting requests into the stream window while there is room. */
@@ -742,6 +763,7 @@ export class RdlClient {
     pending.attempts++;
     stream.inflight.set(id, pending);
     stream.inflightBytes += pending.cost;
+    const session = pending.session ?? this.session;
     const request: IoRequest =
       pending.data === undefined
         ? {
@@ -750,9 +772,9 @@ export class RdlClient {
             volume: pending.volume,
             offset: pending.offset,
             length: pending.length,
-            session: this.sessionId,
+            session: session.id,
             seq: pending.seq,
-            ackedBelow: this.ackedBelowSeq,
+            ackedBelow: session.ackedBelow,
           }
         : {
             id,
@@ -761,9 +783,9 @@ export class RdlClient {
             offset: pending.offset,
             length: pending.length,
             data: pending.data,
-            session: this.sessionId,
+            session: session.id,
             seq: pending.seq,
-            ackedBelow: this.ackedBelowSeq,
+            ackedBelow: session.ackedBelow,
           };
     stream.call.write(request);
   }
@@ -812,12 +834,30 @@ export class RdlClient {
       this.failStream(stream, wireError);
       return;
     }
-    if (isRetryableCode(wireError.code)) {
+    if (wireError.code === WireCode.SESSION_EXPIRED && this.renewSession(pending)) {
+      this.queue.unshift(pending);
+    } else if (isRetryableCode(wireError.code)) {
       this.retryLater(pending, error);
     } else {
       this.fail(pending, error);
     }
     this.pump();
+  }
+
+  /**
+   * The daemon forgot the session (idle past its expiry, or evicted). A write sent only once was
+   * refused, not applied, so it can safely move to a fresh session with a new seq; one sent more
+   * than once may have been applied by an earlier copy, so its outcome is unknown and it fails
+   * with `SESSION_EXPIRED`. Returns true when `pending` was moved.
+   */
+  private renewSession(pending: PendingIo): boolean {
+    if (pending.isSettled || pending.session === undefined || pending.attempts !== 1) return false;
+    if (pending.session === this.session) this.session = new WriteSession(randomBytes(16).toString('hex'));
+    pending.session.settle(pending.seq);
+    pending.session = this.session;
+    pending.seq = this.session.nextSeq++;
+    pending.attempts = 0;
+    return true;
   }
 
   /** Retries one request after a back-off (server said busy or timed out), within its deadline. */

@@ -5,14 +5,16 @@ export const BLOCK_SIZE_BYTES = 4096;
 export const IO_REQUEST_BYTES_MAX = 4 * 1024 * 1024;
 
 /**
- * Most requests one `Io` stream may have unanswered. A server answers the excess with
- * `RESOURCE_EXHAUSTED`; the SDK never sends more (its window defaults lower).
+ * Protocol ceiling of requests one `Io` stream may have unanswered. A daemon may be configured
+ * lower (rdld: `api.stream_inflight_max`, default 256) and answers the excess with
+ * `RESOURCE_EXHAUSTED`, which the SDK retries after a back-off; the SDK's window defaults to 256.
  */
 export const IO_STREAM_INFLIGHT_MAX = 1024;
 
 /**
- * Most payload bytes (write data plus read lengths) one `Io` stream may have unanswered. A server
- * answers the excess with `RESOURCE_EXHAUSTED`; the SDK's window stays below it.
+ * Most request bytes (the sum of the `length` of every unanswered request, whatever its op) one
+ * `Io` stream may have unanswered. A server answers the excess with `RESOURCE_EXHAUSTED`; the
+ * SDK's window stays below it.
  */
 export const IO_STREAM_INFLIGHT_BYTES_MAX = 64 * 1024 * 1024;
 

@@ -396,3 +396,40 @@ test('deleteVolume after an ambiguous failure treats VOLUME_NOT_FOUND as done, b
   t.false(isFirst);
   t.false(cluster.volumes.has('v'));
 });
+
+test('SESSION_EXPIRED moves a write sent once to a new session, and fails one that may have applied', async (t) => {
+  const { client, cluster } = await setup(t);
+  await client.createVolume('v', 1 * MiB);
+  const firstSession = client.sessionId;
+  let writes = 0;
+  cluster.ioHook = (seen) => {
+    if (seen.request.op !== 'write') return { action: 'serve' };
+    writes++;
+    // 1st write: the daemon forgot the session. 3rd: applied but the stream drops; its retry
+    // (4th) is told the session expired, so whether it applied cannot be known.
+    if (writes === 1 || writes === 4) {
+      return { action: 'error', error: { code: WireCode.SESSION_EXPIRED, message: 'fake: session unknown' } };
+    }
+    if (writes === 3) return { action: 'applyAndDropStream' };
+    return { action: 'serve' };
+  };
+  await client.write('v', 0, Buffer.from('a'));
+  t.not(client.sessionId, firstSession);
+  t.is(cluster.applied(firstSession, 1), 0);
+  t.is(cluster.applied(client.sessionId, 1), 1, 'applied once under the new session, with seq 1');
+  const sent = cluster.seen.filter((s) => s.request.op === 'write');
+  t.deepEqual(
+    sent.map((s) => [s.request.session === firstSession, s.request.seq, s.request.ackedBelow]),
+    [
+      [true, 1, 1],
+      [false, 1, 1],
+    ],
+  );
+  const error = await t.throwsAsync<RdlError>(client.write('v', 1, Buffer.from('b')));
+  t.is(error?.code, WireCode.SESSION_EXPIRED);
+  t.is(
+    cluster.applied(client.sessionId, 2),
+    1,
+    'the first copy did apply: reporting success or a retry would be a guess',
+  );
+});
