@@ -148,6 +148,12 @@ export const configOptions: readonly ConfigOption[] = [
     undefined,
     'Data directory (created if missing; must be writable and not used by another rdld). Required.',
   ),
+  option(
+    'advertise_client',
+    'optional-address',
+    null,
+    'Client address handed to clients in NOT_LEADER redirects for this daemon (default: `listen.client`).',
+  ),
   option('listen.client', 'address', '127.0.0.1:7001', 'Block API (gRPC) listen address `host:port`.'),
   option('listen.peer', 'address', '127.0.0.1:7101', 'Peer (Raft transport, gRPC) listen address `host:port`.'),
   option(
@@ -155,12 +161,6 @@ export const configOptions: readonly ConfigOption[] = [
     'optional-address',
     '127.0.0.1:9101',
     'HTTP `/metrics`, `/healthz`, `/readyz` listen address; empty string disables it.',
-  ),
-  option(
-    'advertise_client',
-    'optional-address',
-    null,
-    'Client address handed to clients in NOT_LEADER redirects for this daemon (default: `listen.client`).',
   ),
   option('raft.tick_interval_ms', 'int', 50, 'Raft tick length in milliseconds.', { min: 1, max: 10_000 }),
   option('raft.election_timeout_ticks', 'int', 10, 'Election timeout in ticks (randomised in [e, 2e)).', {

@@ -2,6 +2,8 @@
 // every problem is reported together in one DAEMON_CONFIG_INVALID error, and that the result is frozen,
 // by calling loadConfig/parseArgs with in-memory file text, environments and argv.
 import test from 'ava';
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { loadConfig, parseArgs, parseBytes, parsePeerSpec, configOptions } from '../../src/config.js';
 
 const file = `
@@ -188,4 +190,13 @@ test('peer specs reject unknown keys', (t) => {
 test('every option has a distinct env var and flag', (t) => {
   t.is(new Set(configOptions.map((o) => o.env)).size, configOptions.length);
   t.is(new Set(configOptions.map((o) => o.flag)).size, configOptions.length);
+});
+
+test('docs/configuration.md documents every key with its environment variable and flag', (t) => {
+  const doc = readFileSync(fileURLToPath(new URL('../../../../../docs/configuration.md', import.meta.url)), 'utf8');
+  for (const opt of configOptions) {
+    t.true(doc.includes(`| \`${opt.key}\` |`), `key ${opt.key}`);
+    t.true(doc.includes(`\`${opt.env}\``), `env ${opt.env}`);
+    t.true(doc.includes(`\`${opt.flag}\``), `flag ${opt.flag}`);
+  }
 });
