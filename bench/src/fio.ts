@@ -113,11 +113,18 @@ export async function runFio(
   timing: FioTiming,
   outputPath: string,
   serverPids: readonly number[],
+  window: { onStart?: () => void; onEnd?: () => void } = {},
 ): Promise<Figure> {
   let cpuBefore: number | null = null;
   let cpuAfter: number | null = null;
-  const startTimer = setTimeout(() => (cpuBefore = cpuSecondsOf(serverPids)), timing.warmupMs);
-  const endTimer = setTimeout(() => (cpuAfter = cpuSecondsOf(serverPids)), timing.warmupMs + timing.durationMs);
+  const startTimer = setTimeout(() => {
+    cpuBefore = cpuSecondsOf(serverPids);
+    window.onStart?.();
+  }, timing.warmupMs);
+  const endTimer = setTimeout(() => {
+    cpuAfter = cpuSecondsOf(serverPids);
+    window.onEnd?.();
+  }, timing.warmupMs + timing.durationMs);
   let result;
   try {
     result = await runToCompletion(

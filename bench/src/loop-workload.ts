@@ -26,6 +26,9 @@ export interface LoopRunOptions {
   readonly serverPids: readonly number[];
   readonly seed: number;
   readonly onProgress?: (measuredOps: number, measuredMs: number) => void;
+  /** Called when the measured window opens and closes (besides the CPU samples). */
+  readonly onWindowStart?: () => void;
+  readonly onWindowEnd?: () => void;
 }
 
 /** A payload of `sizeBytes` pseudo-random bytes from `seed` (incompressible, reproducible). */
@@ -89,8 +92,14 @@ export async function runLoopWorkload(
       durationMs: options.durationMs,
       opsMax: options.opsMax,
       errorsMax: 1000,
-      onWindowStart: () => (cpuBefore = cpuSecondsOf(options.serverPids)),
-      onWindowEnd: () => (cpuAfter = cpuSecondsOf(options.serverPids)),
+      onWindowStart: () => {
+        cpuBefore = cpuSecondsOf(options.serverPids);
+        options.onWindowStart?.();
+      },
+      onWindowEnd: () => {
+        cpuAfter = cpuSecondsOf(options.serverPids);
+        options.onWindowEnd?.();
+      },
       onProgress: options.onProgress,
     },
   );

@@ -11,7 +11,14 @@ import { runFio } from './fio.js';
 import { runLoopWorkload } from './loop-workload.js';
 import { isInstalled, stopAll } from './processes.js';
 import { startProgress } from './progress.js';
-import { commitFollows, evaluateTargets, formatCommitFollows, formatTable, formatTargets } from './report.js';
+import {
+  commitFollows,
+  evaluateTargets,
+  formatCommitFollows,
+  formatStagesTable,
+  formatTable,
+  formatTargets,
+} from './report.js';
 import type { Outcome } from './report.js';
 import { summarise } from './stats.js';
 import type { Figure } from './stats.js';
@@ -19,6 +26,8 @@ import { etcdRunner, nbdkitRunner } from './systems.js';
 import type { RunningSystem, SystemRunner } from './systems.js';
 import { rdlRunner, rdlLeaderRegion } from './rdl/system.js';
 import { rows, selectWorkloads, workloadsOf } from './workloads.js';
+import { stagesBetween } from './rdl/metrics.js';
+import type { MetricsSnapshot } from './rdl/metrics.js';
 import type { Workload } from './workloads.js';
 
 /** The machine the figures were measured on. */
@@ -68,6 +77,16 @@ async function runWorkload(
   label: string,
 ): Promise<Figure> {
   const progress = startProgress(`${label} (run ${run})`, options.warmupMs + options.durationMs);
+  // The leader's own histograms at the edges of the window say where the time went (rdl only).
+  let stagesBefore: Promise<MetricsSnapshot | null> | null = null;
+  let stagesAfter: Promise<MetricsSnapshot | null> | null = null;
+  const sample = running.sampleStages;
+  const onWindowStart = (): void => {
+    if (sample !== undefined) stagesBefore = sample().catch(() => null);
+  };
+  const onWindowEnd = (): void => {
+    if (sample !== undefined) stagesAfter = sample().catch(() => null);
+  };
   try {
     let figure: Figure;
     if (workload.kind === 'loop') {
@@ -80,6 +99,8 @@ async function runWorkload(
         serverPids: running.serverPids,
         seed: 1000 * run + workload.concurrency,
         onProgress: (ops, ms) => progress.update(ops, ms),
+        onWindowStart,
+        onWindowEnd,
       });
     } else {
       if (running.nbdUri === null) {
@@ -91,7 +112,13 @@ async function runWorkload(
         { warmupMs: options.warmupMs, durationMs: options.durationMs },
         join(os.tmpdir(), `rdl-bench-fio-${process.pid}.json`),
         running.fioServerPids,
+        { onStart: onWindowStart, onEnd: onWindowEnd },
       );
+    }
+    const before = await (stagesBefore ?? Promise.resolve(null));
+    const after = await (stagesAfter ?? Promise.resolve(null));
+    if (before !== null && after !== null) {
+      figure = { ...figure, stages: stagesBetween(before, after) };
     }
     progress.finish(
       `${Math.round(figure.opsPerSecond)} ops/s, p50 ${(figure.latencyUs.p50 / 1000).toFixed(2)} ms, p99 ${(figure.latencyUs.p99 / 1000).toFixed(2)} ms`,
@@ -203,6 +230,7 @@ async function main(): Promise<number> {
   for (const [name, list] of figures) outcomes.set(name, { status: 'ok', summary: summarise(list) });
 
   const table = formatTable(rows, outcomes);
+  const stagesTable = formatStagesTable(rows, outcomes);
   const verdicts = evaluateTargets(outcomes);
   let rttSentence: string | null = null;
   if (options.rtt !== null) {
@@ -216,7 +244,10 @@ async function main(): Promise<number> {
     }
   }
   const out = process.stdout;
-  out.write(`\n${table}\n\nTargets (issue 6):\n${formatTargets(verdicts)}\n`);
+  out.write(`\n${table}\n`);
+  if (stagesTable !== null)
+    out.write(`\nWhere the time goes on the rdl leader (its /metrics histograms):\n\n${stagesTable}\n`);
+  out.write(`\nTargets (issue 6):\n${formatTargets(verdicts)}\n`);
   if (options.rtt !== null) {
     out.write(`\nRegion latency emulated between the rdl daemons only; the peers run on plain loopback.\n`);
   }
@@ -240,6 +271,7 @@ async function main(): Promise<number> {
       targets: verdicts,
       regionLatency: rttSentence,
       table,
+      stagesTable,
     };
     writeFileSync(options.jsonPath, `${JSON.stringify(json, null, 2)}\n`);
     process.stderr.write(`bench: figures written to ${options.jsonPath}\n`);

@@ -102,6 +102,44 @@ export function formatTable(rows: readonly Row[], outcomes: Outcomes): string {
   return lines.join('\n');
 }
 
+/**
+ * Where the time of each rdl workload went on the leader, from its own histograms over the measured
+ * window: IO request latency, propose-to-commit, the synced log appends (how many, how long, and
+ * how many client operations each one carried: the group-commit factor) and the applies.
+ */
+export function formatStagesTable(rows: readonly Row[], outcomes: Outcomes): string | null {
+  const header = [
+    'Workload',
+    'IO p50/p99 ms',
+    'commit p50/p99 ms',
+    'fsyncs/s',
+    'fsync mean ms',
+    'ops per fsync',
+    'apply p50 ms',
+  ];
+  const lines = [`| ${header.join(' | ')} |`, `|${header.map(() => '---').join('|')}|`];
+  const ms = (value: number | null | undefined): string => (value == null ? '—' : value.toFixed(2));
+  for (const row of rows) {
+    const summary = summaryOf(outcomes, row.rdl.name);
+    const stages = summary?.stages;
+    if (summary === null || stages === undefined) continue;
+    const seconds = summary.elapsedMs / 1000;
+    const fsync = stages.fsync;
+    lines.push(
+      `| ${[
+        row.rdl.name,
+        `${ms(stages.io?.p50Ms)} / ${ms(stages.io?.p99Ms)}`,
+        `${ms(stages.commit?.p50Ms)} / ${ms(stages.commit?.p99Ms)}`,
+        fsync === undefined ? '—' : formatCount(fsync.count / seconds),
+        ms(fsync?.meanMs),
+        fsync === undefined || fsync.count === 0 ? '—' : (summary.ops / fsync.count).toFixed(1),
+        ms(stages.apply?.p50Ms),
+      ].join(' | ')} |`,
+    );
+  }
+  return lines.length > 2 ? lines.join('\n') : null;
+}
+
 /** The verdict on one of issue 6's targets. */
 export interface TargetVerdict {
   readonly target: string;

@@ -1,6 +1,8 @@
 import * as hdr from 'hdr-histogram-js';
 import type { Histogram } from 'hdr-histogram-js';
 
+import type { StageFigure } from './rdl/metrics.js';
+
 /** Latencies are recorded in microseconds, from 1 µs up to this bound (60 s). */
 export const latencyUsMax = 60_000_000;
 
@@ -38,6 +40,11 @@ export interface Figure {
   readonly cpuSecondsPer1kOps: number | null;
   /** Operations that failed, by error code. */
   readonly errors: Readonly<Record<string, number>>;
+  /**
+   * rdl only: the leader's own latency histograms over the window (IO request, commit, fsync,
+   * apply), from its /metrics, to show where the time goes.
+   */
+  readonly stages?: Readonly<Record<string, StageFigure>>;
 }
 
 /** Reads p50/p99/p99.9 from a histogram in microseconds. */
@@ -80,6 +87,10 @@ export function summarise(figures: readonly Figure[]): SummaryFigure {
     for (const [code, count] of Object.entries(figure.errors)) errors[code] = (errors[code] ?? 0) + count;
   }
   const opsPerSecond = pick((f) => f.opsPerSecond);
+  // Stage figures are not averaged: they come from the run closest to the median throughput.
+  const representative = figures.reduce((best, f) =>
+    Math.abs(f.opsPerSecond - opsPerSecond) < Math.abs(best.opsPerSecond - opsPerSecond) ? f : best,
+  );
   const min = Math.min(...figures.map((f) => f.opsPerSecond));
   const max = Math.max(...figures.map((f) => f.opsPerSecond));
   return {
@@ -95,6 +106,7 @@ export function summarise(figures: readonly Figure[]): SummaryFigure {
     },
     cpuSecondsPer1kOps: cpus.length === 0 ? null : median(cpus),
     errors,
+    ...(representative.stages === undefined ? {} : { stages: representative.stages }),
     opsPerSecondMin: min,
     opsPerSecondMax: max,
     spreadPercent: opsPerSecond > 0 ? (100 * (max - min)) / 2 / opsPerSecond : 0,
