@@ -90,6 +90,15 @@ export function controllerService(context: HandlerContext, options: ControllerOp
         'volume_content_source is not supported: rdl has no snapshots or clones (CLONE_VOLUME and CREATE_DELETE_SNAPSHOT are not advertised)',
       );
     }
+    // rdl volumes take no parameters; the CO's own keys (fstype, PVC metadata) are ignored. An
+    // unknown key is most likely a StorageClass typo, which silently ignoring would hide.
+    const unknownParameters = Object.keys(request.parameters ?? {}).filter((key) => !key.startsWith(coParameterPrefix));
+    if (unknownParameters.length > 0) {
+      throw csiError(
+        CsiErrorCode.ArgumentInvalid,
+        `unknown parameters ${unknownParameters.join(', ')}: rdl volumes take none (only ${coParameterPrefix}* keys are accepted)`,
+      );
+    }
     const volumeId = volumeIdForName(name);
     const sizeBytes = chooseVolumeSize(request.capacity_range, options);
     return locks.run(volumeId, async () => {
@@ -255,6 +264,9 @@ export function controllerService(context: HandlerContext, options: ControllerOp
     ControllerExpandVolume: unaryHandler(context, 'ControllerExpandVolume', controllerExpandVolume),
   };
 }
+
+/** Parameters the CO itself adds or consumes (external-provisioner's csi.storage.k8s.io/*). */
+const coParameterPrefix = 'csi.storage.k8s.io/';
 
 /** Controller capabilities: provisioning, listing, capacity, expansion, single-node writer modes. */
 export const controllerCapabilities = Object.freeze([

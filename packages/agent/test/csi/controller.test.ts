@@ -77,7 +77,11 @@ test('CreateVolume rounds up to 4 KiB, defaults the size, caps to limit_bytes', 
     t.is(rounded.volume.capacity_bytes, '12288');
     t.is((await h.admin.statVolume('pvc-a')).sizeBytes, 12288);
 
-    const defaulted = await h.controller('CreateVolume', { name: 'pvc-b', volume_capabilities: [blockCapability()] });
+    const defaulted = await h.controller('CreateVolume', {
+      name: 'pvc-b',
+      volume_capabilities: [blockCapability()],
+      parameters: { 'csi.storage.k8s.io/pvc/name': 'data', 'csi.storage.k8s.io/pvc/namespace': 'default' },
+    });
     t.is(defaulted.volume.capacity_bytes, String(GiB));
 
     const capped = await h.controller('CreateVolume', {
@@ -243,6 +247,16 @@ test('CreateVolume: INVALID_ARGUMENT for missing fields, unsupported capabilitie
         volume_capabilities: [mountCapability('', 'SINGLE_NODE_WRITER', ['ro,exec'])],
       }),
       grpc.status.INVALID_ARGUMENT,
+    );
+    await rejects(
+      t,
+      h.controller('CreateVolume', {
+        name: 'v',
+        volume_capabilities: [mountCapability()],
+        parameters: { replicas: '5' },
+      }),
+      grpc.status.INVALID_ARGUMENT,
+      'AGENT_CSI_ARGUMENT_INVALID',
     );
     await rejects(
       t,
