@@ -12,8 +12,9 @@
  * session change of the batch plus the new applied index. It is written with `sync: false`: it
  * shares LevelDB's write-ahead log with the Raft log, whose appends are synced, and that log is
  * replayed in order, so a crash loses at most a suffix of apply batches together with their applied
- * index, and the Raft log (which still holds those entries) re-applies them. docs/storage.md argues
- * this in full.
+ * index, and the Raft log (which still holds those entries) re-applies them. Before writing, an
+ * apply waits until the log appends issued so far are synced (`whenLogSynced`), so the entries
+ * always precede their effects in that log. docs/storage.md argues this in full.
  */
 import assert from 'node:assert/strict';
 import { DaemonError } from '../errors.js';
@@ -54,6 +55,7 @@ import {
 import { BlockSnapshotReader, BlockSnapshotWriter } from './block-snapshot.js';
 import { wrapLevelError, type Database } from './database.js';
 import { StorageErrorCode, storageError } from './errors.js';
+import { whenLogSynced } from './raft-log-store.js';
 import {
   ENTRY_TYPE_NORMAL,
   type Entry,
@@ -573,6 +575,8 @@ export class BlockStateMachine implements StateMachine, BlockStore {
     const meta = { ...this.meta, appliedIndex };
     operations.push({ type: 'put', key: stateKey(generation, Tag.Meta), value: encodeRecord(meta) });
     try {
+      // The entries must precede their effects in the shared write-ahead log (see whenLogSynced).
+      await whenLogSynced(this.db);
       await this.db.batch(operations, { sync: false });
     } catch (error) {
       throw this.fail(wrapLevelError(error, 'writing an applied batch'));

@@ -61,9 +61,25 @@ function decodeEntry(key: Buffer, value: Buffer): Entry {
   };
 }
 
+/** The log store writing to each database, for `whenLogSynced`. */
+const storesByDatabase = new WeakMap<Database, RaftLogStore>();
+
+/**
+ * Resolves once every Raft log append issued on `db` so far is synced (at once when no log store
+ * writes to `db`). The block state machine awaits it before writing an apply batch: in the shared
+ * write-ahead log the entries then always precede their effects, so a power loss can never leave
+ * the state machine ahead of the log. The leader may apply an entry that its followers made
+ * committed before its own append of it has synced.
+ */
+export function whenLogSynced(db: Database): Promise<void> {
+  return storesByDatabase.get(db)?.whenSynced() ?? Promise.resolve();
+}
+
 type BatchOperation = { type: 'put'; key: Buffer; value: Buffer } | { type: 'del'; key: Buffer };
 
 interface PendingAppend {
+  /** Position of this append in the order of `append` calls (1, 2, ...). */
+  readonly sequence: number;
   readonly operations: BatchOperation[];
   readonly entryCount: number;
   readonly bytes: number;
@@ -102,6 +118,9 @@ export class RaftLogStore implements Storage {
   private readonly observer: RaftLogStoreObserver | undefined;
   private readonly queue: PendingAppend[] = [];
   private isWriting = false;
+  private appendsIssued = 0;
+  private appendsSynced = 0;
+  private readonly syncWaiters: { sequence: number; resolve(): void; reject(error: Error): void }[] = [];
   private drained: Promise<void> = Promise.resolve();
   private failure: Error | null = null;
   private isClosed = false;
@@ -118,6 +137,7 @@ export class RaftLogStore implements Storage {
     this.queuedAppendsMax = options.queuedAppendsMax ?? 4096;
     this.groupBytesMax = options.groupBytesMax ?? 16 * 1024 * 1024;
     this.observer = options.observer;
+    storesByDatabase.set(db, this);
   }
 
   /** Reads the hard state, the snapshot metadata and every entry after the snapshot. */
@@ -205,7 +225,14 @@ export class RaftLogStore implements Storage {
       operations.push({ type: 'put', key: KEY_HARD_STATE, value });
     }
     return new Promise<void>((resolve, reject) => {
-      this.queue.push({ operations, entryCount: entries.length, bytes, resolve, reject });
+      this.queue.push({
+        sequence: ++this.appendsIssued,
+        operations,
+        entryCount: entries.length,
+        bytes,
+        resolve,
+        reject,
+      });
       if (!this.isWriting) this.drained = this.drain();
     });
   }
@@ -294,6 +321,7 @@ export class RaftLogStore implements Storage {
         const group = this.queue.splice(0, count);
         if (this.failure !== null) {
           for (const item of group) item.reject(this.failure);
+          this.settleSyncWaiters();
           continue;
         }
         const operations = group.length === 1 ? group[0].operations : group.flatMap((item) => item.operations);
@@ -303,10 +331,13 @@ export class RaftLogStore implements Storage {
         } catch (error) {
           this.fail(wrapLevelError(error, 'appending to the Raft log'));
           for (const item of group) item.reject(this.failure!);
+          this.settleSyncWaiters();
           continue;
         }
         this.observer?.onSync?.(performance.now() - startedMs, entries, bytes);
         for (const item of group) item.resolve();
+        this.appendsSynced = group[group.length - 1].sequence;
+        this.settleSyncWaiters();
       }
     } finally {
       this.isWriting = false;
@@ -316,6 +347,25 @@ export class RaftLogStore implements Storage {
   /** The index the stored log continues after: the snapshot's or the last compacted one. */
   private offset(): number {
     return Math.max(this.snapshotIndex, this.compactedIndex);
+  }
+
+  /** Resolves once every append issued before this call is synced; rejects if the store failed. */
+  whenSynced(): Promise<void> {
+    if (this.failure !== null) return Promise.reject(this.failure);
+    const sequence = this.appendsIssued;
+    if (this.appendsSynced >= sequence) return Promise.resolve();
+    return new Promise((resolve, reject) => this.syncWaiters.push({ sequence, resolve, reject }));
+  }
+
+  private settleSyncWaiters(): void {
+    // Waiters are in ascending sequence order (appendsIssued only grows).
+    while (this.syncWaiters.length > 0) {
+      const waiter = this.syncWaiters[0];
+      if (this.failure !== null) waiter.reject(this.failure);
+      else if (waiter.sequence <= this.appendsSynced) waiter.resolve();
+      else return;
+      this.syncWaiters.shift();
+    }
   }
 
   private fail(error: Error): Error {

@@ -2,13 +2,15 @@
 // of any byte range against a seeded model (thin provisioning, partial-block read-modify-write,
 // writeZeroes and trim), one LevelDB batch per apply holding the applied index, restarts that
 // neither re-apply nor skip, exactly-once writes with client sessions (dedup, window, expiry in
-// log time, eviction), determinism across batch boundaries, and lazy removal of deleted volumes.
+// log time, eviction), determinism across batch boundaries, lazy removal of deleted volumes, and
+// apply batches that never reach LevelDB's log before the Raft log appends they depend on.
 import { createHash } from 'node:crypto';
 import test from 'ava';
 import { Tag, blockKey, deletionKey, stateKey } from '../../src/storage/block-keys.js';
 import type { BlockStateMachine } from '../../src/storage/block-store.js';
 import { BLOCK_SIZE_BYTES, type ApplyResult, type Command } from '../../src/storage/commands.js';
 import type { Database } from '../../src/storage/database.js';
+import { RaftLogStore } from '../../src/storage/raft-log-store.js';
 import {
   sameBytes,
   LogBuilder,
@@ -521,5 +523,39 @@ test('deleting a volume removes its blocks in the background; a new volume of th
   t.is(await countKeys(db, blockKey(0, 99, 0), blockKey(0, 100, 0)), 0);
   t.is(machine.stats().volumeDeletionsPending, 0);
   await machine.close();
+  await temp.cleanup();
+});
+
+test('an apply batch is written only after the log appends issued before it are synced', async (t) => {
+  const temp = await tempDatabase();
+  const logStore = new RaftLogStore(temp.db);
+  await logStore.load();
+  const machine = await openMachine(temp.db);
+  const log = new LogBuilder();
+  const create = log.add({ type: 'createVolume', name: 'v', sizeBytes: 4096, createdAtMs: 0 });
+  // Hold the synced log batch until released, and record the order in which batches reach LevelDB.
+  const order: string[] = [];
+  let release!: () => void;
+  const gate = new Promise<void>((resolve) => (release = resolve));
+  const original = temp.db.batch.bind(temp.db) as unknown as (
+    ops: unknown[],
+    options?: { sync?: boolean },
+  ) => Promise<void>;
+  (temp.db as unknown as { batch: typeof original }).batch = async (operations, options) => {
+    if (options?.sync === true) await gate;
+    order.push(options?.sync === true ? 'log' : 'apply');
+    return original(operations, options);
+  };
+  // The leader's own append of entry 1 is still syncing when its followers make it committed.
+  const append = logStore.append([create], { term: 1, vote: null, commit: 0 });
+  const apply = machine.apply([create]);
+  for (let i = 0; i < 20; i++) await new Promise((resolve) => setImmediate(resolve));
+  t.deepEqual(order, [], 'the apply waits for the append');
+  release();
+  await Promise.all([append, apply]);
+  t.deepEqual(order, ['log', 'apply']);
+  t.is(await machine.appliedIndex(), 1);
+  await machine.close();
+  await logStore.close();
   await temp.cleanup();
 });
