@@ -151,3 +151,65 @@ export async function runFio(
   const figure = parseFioOutput(text, job);
   return { ...figure, cpuSecondsPer1kOps: cpuSecondsPer1kOps(cpuBefore, cpuAfter, figure.ops) };
 }
+
+/** The disk's durable-write speed measured next to the workloads: 4 KiB writes, each fdatasync'ed. */
+export interface DiskProbe {
+  readonly writesPerSecond: number;
+  readonly flushP50Us: number;
+  readonly flushP99Us: number;
+}
+
+/**
+ * Parses the output of the disk probe (fio, sequential 4 KiB writes with `--fdatasync=1`): write
+ * IOPS and the fdatasync latency percentiles.
+ */
+export function parseDiskProbe(text: string): DiskProbe {
+  const start = text.indexOf('{');
+  if (start < 0) throw new BenchError('BENCH_FIO_OUTPUT_INVALID', 'fio wrote no JSON');
+  let parsed: {
+    jobs?: Array<{ write?: { iops?: number }; sync?: { lat_ns?: { percentile?: Record<string, number> } } }>;
+  };
+  try {
+    parsed = JSON.parse(text.slice(start)) as typeof parsed;
+  } catch (err) {
+    throw new BenchError('BENCH_FIO_OUTPUT_INVALID', 'fio output is not JSON', { cause: err });
+  }
+  const job = parsed.jobs?.[0];
+  const percentiles = job?.sync?.lat_ns?.percentile;
+  if (job?.write?.iops === undefined || percentiles === undefined) {
+    throw new BenchError('BENCH_FIO_OUTPUT_INVALID', 'fio output has no write IOPS or sync latencies');
+  }
+  return {
+    writesPerSecond: job.write.iops,
+    flushP50Us: Math.round((percentiles['50.000000'] ?? 0) / 1000),
+    flushP99Us: Math.round((percentiles['99.000000'] ?? 0) / 1000),
+  };
+}
+
+/**
+ * Measures the disk under `dir` for `durationMs`: fio writing 4 KiB blocks to a 16 MiB file with an
+ * fdatasync after each (what one synced LevelDB append costs at best). Other load on the machine
+ * shows up here first, so the report prints it next to the figures.
+ */
+export async function probeDisk(dir: string, durationMs: number): Promise<DiskProbe> {
+  const path = `${dir}/disk-probe.bin`;
+  const result = await runToCompletion(
+    'fio',
+    [
+      '--name=disk-probe',
+      `--filename=${path}`,
+      '--rw=write',
+      '--bs=4k',
+      '--size=16M',
+      '--fdatasync=1',
+      '--time_based=1',
+      `--runtime=${Math.round(durationMs)}ms`,
+      '--output-format=json',
+    ],
+    durationMs + 30_000,
+  );
+  if (result.code !== 0) {
+    throw new BenchError('BENCH_WORKLOAD_FAILED', `fio disk probe exited with ${result.code}: ${result.stderr.trim()}`);
+  }
+  return parseDiskProbe(result.stdout);
+}

@@ -7,7 +7,8 @@ import { join } from 'node:path';
 import { parseArgs } from './args.js';
 import type { BenchOptions } from './args.js';
 import { BenchError } from './errors.js';
-import { runFio } from './fio.js';
+import { probeDisk, runFio } from './fio.js';
+import type { DiskProbe } from './fio.js';
 import { runLoopWorkload } from './loop-workload.js';
 import { isInstalled, stopAll } from './processes.js';
 import { startProgress } from './progress.js';
@@ -15,6 +16,7 @@ import {
   commitFollows,
   evaluateTargets,
   formatCommitFollows,
+  formatCount,
   formatStagesTable,
   formatTable,
   formatTargets,
@@ -145,6 +147,18 @@ async function main(): Promise<number> {
   const descriptions = new Map<string, string>();
   const startedAt = new Date().toISOString();
   const machine = describeMachine();
+  // The disk's own fdatasync speed right now: every durable figure below is bounded by it.
+  let disk: DiskProbe | null = null;
+  if (isInstalled('fio')) {
+    const probeDir = mkdtempSync(join(os.tmpdir(), 'rdl-bench-disk-'));
+    try {
+      disk = await probeDisk(probeDir, options.isQuick ? 1000 : 3000);
+    } catch (err) {
+      process.stderr.write(`bench: disk probe failed: ${describeError(err)}\n`);
+    } finally {
+      rmSync(probeDir, { recursive: true, force: true });
+    }
+  }
   process.stderr.write(
     `bench: ${options.runs} run(s), ${options.warmupMs / 1000} s warm-up + ${options.durationMs / 1000} s per workload, ` +
       `${selected.size} workload(s)${options.rtt === null ? '' : `, emulated RTT ${options.rtt.map((p) => `${p.a}-${p.b}=${p.rttMs}ms`).join(',')}`}\n`,
@@ -256,6 +270,12 @@ async function main(): Promise<number> {
     `\nMachine: ${machine.cpus} CPUs (${machine.cpuModel}), ${machine.memoryGiB} GiB, ${machine.tmpFilesystem} on ${machine.tmpDevice}, load average ${machine.loadAverage1mAtStart} at start; ` +
       `${options.runs} run(s), median shown, spread = half the min-max range of ops/s.\n`,
   );
+  if (disk !== null) {
+    out.write(
+      `Disk at start: ${formatCount(disk.writesPerSecond)} 4 KiB writes/s with fdatasync after each ` +
+        `(flush p50 ${(disk.flushP50Us / 1000).toFixed(2)} ms, p99 ${(disk.flushP99Us / 1000).toFixed(2)} ms).\n`,
+    );
+  }
   for (const [system, description] of descriptions) out.write(`- ${system}: ${description}\n`);
 
   if (options.jsonPath !== null) {
@@ -264,6 +284,7 @@ async function main(): Promise<number> {
       finishedAt: new Date().toISOString(),
       options,
       machine,
+      disk,
       systems: Object.fromEntries(descriptions),
       workloads: Object.fromEntries(
         [...outcomes].map(([name, outcome]) => [name, { ...outcome, runs: figures.get(name) ?? [] }]),

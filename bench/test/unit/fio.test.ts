@@ -1,9 +1,10 @@
 // Proves the fio integration's pure parts: the command line (nbd engine, flush after every write,
 // ramp time, JSON output) and the parsing of fio's JSON, including the log line fio's nbd engine
-// prints before it, and BENCH_FIO_OUTPUT_INVALID on output that is not fio's.
+// prints before it, the disk probe's fdatasync figures, and BENCH_FIO_OUTPUT_INVALID on output
+// that is not fio's.
 import test from 'ava';
 
-import { buildFioArgs, parseFioOutput } from '../../src/fio.js';
+import { buildFioArgs, parseDiskProbe, parseFioOutput } from '../../src/fio.js';
 import type { FioJob } from '../../src/fio.js';
 
 const codeOf = (err: unknown): string | undefined => (err as { code?: string } | undefined)?.code;
@@ -68,4 +69,17 @@ test('output that is not fio JSON is BENCH_FIO_OUTPUT_INVALID', (t) => {
   for (const text of ['', 'fio: connection refused', '{"jobs": []}', '{"jobs": [{}]}', '{ not json']) {
     t.is(codeOf(t.throws(() => parseFioOutput(text, randwrite))), 'BENCH_FIO_OUTPUT_INVALID', text);
   }
+});
+
+test('the disk probe reads write IOPS and fdatasync latency percentiles', (t) => {
+  const text = JSON.stringify({
+    jobs: [
+      {
+        write: { iops: 188.46 },
+        sync: { lat_ns: { percentile: { '50.000000': 4_358_144, '99.000000': 20_578_304 } } },
+      },
+    ],
+  });
+  t.deepEqual(parseDiskProbe(text), { writesPerSecond: 188.46, flushP50Us: 4358, flushP99Us: 20578 });
+  t.is(codeOf(t.throws(() => parseDiskProbe('{"jobs":[{"write":{"iops":1}}]}'))), 'BENCH_FIO_OUTPUT_INVALID');
 });
