@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 
 import { cpuSecondsOf, cpuSecondsPer1kOps } from './cpu.js';
 import { BenchError } from './errors.js';
@@ -115,6 +115,8 @@ export async function runFio(
   serverPids: readonly number[],
   window: { onStart?: () => void; onEnd?: () => void } = {},
 ): Promise<Figure> {
+  // A stale file from an earlier job must never be read as this job's figures.
+  rmSync(outputPath, { force: true });
   let cpuBefore: number | null = null;
   let cpuAfter: number | null = null;
   const startTimer = setTimeout(() => {
@@ -148,6 +150,7 @@ export async function runFio(
   } catch (err) {
     throw new BenchError('BENCH_FIO_OUTPUT_INVALID', `fio wrote no output file ${outputPath}`, { cause: err });
   }
+  rmSync(outputPath, { force: true });
   const figure = parseFioOutput(text, job);
   return { ...figure, cpuSecondsPer1kOps: cpuSecondsPer1kOps(cpuBefore, cpuAfter, figure.ops) };
 }
