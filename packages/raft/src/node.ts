@@ -11,9 +11,22 @@
  * - `committedEntries` are applied through `StateMachine.apply` in batches, and the proposer's
  *   `propose()` promise resolves with its entry's result.
  */
-import type { ConfState, Clock, Entry, HardState, NodeId, Random, StateMachine, Storage, Transport } from './api.js';
+import type {
+  ConfState,
+  Clock,
+  Entry,
+  HardState,
+  NodeId,
+  Random,
+  SnapshotMeta,
+  SnapshotReader,
+  SnapshotWriter,
+  StateMachine,
+  Storage,
+  Transport,
+} from './api.js';
 import type { Message, Ready, RaftCoreCode, Role } from './core/index.js';
-import { RaftCore, isWellFormedMessage } from './core/index.js';
+import { MessageType, RaftCore, isWellFormedMessage } from './core/index.js';
 import { RaftError, RaftErrorCode } from './errors.js';
 
 /** Tunables of a Raft node. Validated once by `RaftNode.create`, then frozen. */
@@ -46,6 +59,20 @@ export interface RaftConfig {
   clockDriftBoundMs: number;
   /** Most bytes of committed entries applied in one `StateMachine.apply` call. Default 4 MiB. */
   applyBatchBytesMax: number;
+  /** Applied entries kept in the log before it is compacted (by count). Default 50,000. */
+  logEntriesMax: number;
+  /** Bytes of applied entries kept in the log before it is compacted (by size). Default 256 MiB. */
+  logBytesMax: number;
+  /** Applied entries left in the log after a compaction, for followers slightly behind. Default 5,000. */
+  logEntriesKeep: number;
+  /** Bytes per snapshot chunk. Default 1 MiB. */
+  snapshotChunkBytes: number;
+  /** Snapshot chunks in flight per follower (back-pressure). Default 4. */
+  snapshotChunksInflightMax: number;
+  /** Ticks without an acknowledged chunk before resending from the last acknowledged one. Default 20. */
+  snapshotIdleTicks: number;
+  /** Idle periods in a row after which a snapshot transfer is abandoned. Default 3. */
+  snapshotIdleRoundsMax: number;
 }
 
 /** The defaults of {@link RaftConfig}. */
@@ -64,6 +91,13 @@ export const defaultRaftConfig: Readonly<RaftConfig> = Object.freeze({
   isLeaseReadEnabled: false,
   clockDriftBoundMs: 100,
   applyBatchBytesMax: 4 * 1024 * 1024,
+  logEntriesMax: 50_000,
+  logBytesMax: 256 * 1024 * 1024,
+  logEntriesKeep: 5_000,
+  snapshotChunkBytes: 1024 * 1024,
+  snapshotChunksInflightMax: 4,
+  snapshotIdleTicks: 20,
+  snapshotIdleRoundsMax: 3,
 });
 
 /** Hooks for metrics. All optional; they must not throw. */
@@ -133,6 +167,39 @@ interface Waiter {
   isSettled: boolean;
 }
 
+/** A write to Storage other than an append, run in order with the appends. */
+interface StorageJob {
+  readonly run: () => Promise<void>;
+}
+
+/** A snapshot this leader streams to one follower. */
+interface OutgoingSnapshot {
+  readonly to: NodeId;
+  readonly term: number;
+  readonly meta: SnapshotMeta;
+  reader: SnapshotReader | null;
+  /** positions[seq] is the reader position chunk `seq` starts at, for resuming after a loss. */
+  readonly positions: (Uint8Array | null)[];
+  nextSeq: number;
+  nextPosition: Uint8Array | null;
+  isLastSent: boolean;
+  ackedSeq: number;
+  isReading: boolean;
+  lastProgressTick: number;
+  idleRounds: number;
+  isClosed: boolean;
+}
+
+/** A snapshot this follower receives. */
+interface IncomingSnapshot {
+  readonly from: NodeId;
+  readonly meta: SnapshotMeta;
+  writer: SnapshotWriter | null;
+  expectedSeq: number;
+  chain: Promise<void>;
+  isClosed: boolean;
+}
+
 interface ForwardBatch {
   pendings: Pending[];
   sentTick: number;
@@ -153,6 +220,12 @@ function validateConfig(partial: Partial<RaftConfig> | undefined): Readonly<Raft
     'appendBatchBytesMax',
     'uncommittedBytesMax',
     'applyBatchBytesMax',
+    'logEntriesMax',
+    'logBytesMax',
+    'snapshotChunkBytes',
+    'snapshotChunksInflightMax',
+    'snapshotIdleTicks',
+    'snapshotIdleRoundsMax',
   ];
   for (const key of positiveInts) {
     const v = c[key];
@@ -170,6 +243,9 @@ function validateConfig(partial: Partial<RaftConfig> | undefined): Readonly<Raft
     problems.push('clockDriftBoundMs must be a number >= 0');
   }
   if (c.heartbeatTicks >= c.electionTimeoutTicks) problems.push('heartbeatTicks must be below electionTimeoutTicks');
+  if (!Number.isSafeInteger(c.logEntriesKeep) || c.logEntriesKeep < 0 || c.logEntriesKeep >= c.logEntriesMax) {
+    problems.push('logEntriesKeep must be an integer >= 0 and below logEntriesMax');
+  }
   if (c.entryBytesMax > c.uncommittedBytesMax) problems.push('entryBytesMax must not exceed uncommittedBytesMax');
   if (c.isLeaseReadEnabled) {
     if (!c.isCheckQuorumEnabled) problems.push('isLeaseReadEnabled requires isCheckQuorumEnabled');
@@ -220,7 +296,7 @@ export class RaftNode {
   private transfer: { to: NodeId; waiter: Waiter; startTick: number } | null = null;
 
   // Persistence: Readies waiting for their write, in order; one write in flight at most.
-  private persistQueue: Ready[] = [];
+  private persistQueue: (Ready | StorageJob)[] = [];
   private isAppending = false;
   private appendDone: Promise<void> = Promise.resolve();
 
@@ -229,6 +305,14 @@ export class RaftNode {
   private isApplying = false;
   private applyDone: Promise<void> = Promise.resolve();
   private appliedIndex: number;
+  /** Applies are held while a snapshot is opened (it must capture the applied index) or installed. */
+  private applyHolds = 0;
+  /** Applied entries and bytes in the log since the last compaction. */
+  private logAppliedEntries = 0;
+  private logAppliedBytes = 0;
+  private isCompacting = false;
+  private readonly outgoing = new Map<NodeId, OutgoingSnapshot>();
+  private incoming: IncomingSnapshot | null = null;
 
   private lastLeader: NodeId | null = null;
   private lastTerm = -1;
@@ -437,6 +521,7 @@ export class RaftNode {
     this.tickCount++;
     this.core.tick();
     this.expireForwards();
+    if (this.outgoing.size > 0) this.checkSnapshotTimeouts();
     this.run();
   }
 
@@ -561,13 +646,36 @@ export class RaftNode {
         for (let i = 0; i < batch.pendings.length; i++) this.track(fr.index + i, fr.term, batch.pendings[i]);
       }
     }
+    for (const to of rd.snapshotsToSend) this.startSnapshot(to);
+    for (const m of rd.snapshotAcks) this.onSnapshotAck(m);
+    for (const m of rd.snapshotChunks) this.onSnapshotChunk(m);
     this.releaseReads();
   }
 
   private pumpPersist(): void {
     if (this.isAppending || this.persistQueue.length === 0 || this.isStopped) return;
-    const batch = this.persistQueue;
-    this.persistQueue = [];
+    const head = this.persistQueue[0];
+    if (!('entries' in head)) {
+      // A snapshot or compaction record: written alone, after every earlier append.
+      this.persistQueue.shift();
+      this.isAppending = true;
+      this.appendDone = head.run().then(
+        () => {
+          this.isAppending = false;
+          if (this.isStopped) return;
+          this.pumpPersist();
+          this.run();
+        },
+        (cause: unknown) => {
+          this.isAppending = false;
+          this.fatal(cause, 'Storage.applySnapshot failed');
+        },
+      );
+      return;
+    }
+    let n = 0;
+    while (n < this.persistQueue.length && 'entries' in this.persistQueue[n]) n++;
+    const batch = this.persistQueue.splice(0, n) as Ready[];
     let entries: readonly Entry[] = [];
     let isOwned = false;
     let hardState: HardState | null = null;
@@ -588,6 +696,7 @@ export class RaftNode {
     }
     if (entries.length === 0 && hardState === null) {
       this.finishPersist(batch);
+      this.pumpPersist();
       return;
     }
     this.isAppending = true;
@@ -611,6 +720,20 @@ export class RaftNode {
     );
   }
 
+  /** Runs `job` as a storage write in order with the appends; resolves when it is done. */
+  private storageJob(job: () => Promise<void>): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      this.persistQueue.push({
+        run: () =>
+          job().then(resolve, (error: unknown) => {
+            reject(error);
+            throw error;
+          }),
+      });
+      this.pumpPersist();
+    });
+  }
+
   private finishPersist(batch: readonly Ready[]): void {
     const after: Message[] = [];
     for (const rd of batch) {
@@ -621,7 +744,7 @@ export class RaftNode {
   }
 
   private pumpApply(): void {
-    if (this.isApplying || this.applyQueue.length === 0 || this.isStopped) return;
+    if (this.isApplying || this.applyHolds > 0 || this.applyQueue.length === 0 || this.isStopped) return;
     let entries = this.applyQueue.shift()!;
     let bytes = 0;
     for (const e of entries) bytes += e.data.byteLength;
@@ -672,7 +795,299 @@ export class RaftNode {
     const last = entries[entries.length - 1].index;
     this.appliedIndex = last;
     this.core.appliedTo(last);
+    this.logAppliedEntries += entries.length;
+    for (const e of entries) this.logAppliedBytes += e.data.byteLength;
     this.releaseReads();
+    this.maybeCompact();
+  }
+
+  /**
+   * Compacts the log once it holds more than `logEntriesMax` applied entries or `logBytesMax`
+   * applied bytes: the state machine's durable state stands in for them (a follower that needs them
+   * gets a snapshot). Keeps the last `logEntriesKeep` applied entries for followers slightly behind.
+   */
+  private maybeCompact(): void {
+    if (this.isCompacting) return;
+    const isOverCount = this.logAppliedEntries > this.config.logEntriesMax;
+    const isOverBytes = this.logAppliedBytes > this.config.logBytesMax;
+    if (!isOverCount && !isOverBytes) return;
+    const index = Math.min(
+      isOverBytes ? this.appliedIndex : this.appliedIndex - this.config.logEntriesKeep,
+      this.core.log.stableIndex,
+    );
+    if (index <= this.core.log.firstIndex() - 1) return;
+    const meta = this.core.compact(index);
+    this.logAppliedEntries = this.appliedIndex - index;
+    this.logAppliedBytes = isOverBytes ? 0 : this.logAppliedBytes;
+    this.isCompacting = true;
+    void this.storageJob(() => this.storage.applySnapshot(meta, true)).then(
+      () => {
+        this.isCompacting = false;
+        this.log.debug({ index }, 'raft log compacted');
+      },
+      () => {
+        // fatal() already halted the node.
+      },
+    );
+  }
+
+  // ─── Snapshot transfer ────────────────────────────────────────────────────────────────────────
+
+  /** Leader: starts streaming a snapshot of the applied state to `to`. */
+  private startSnapshot(to: NodeId): void {
+    const previous = this.outgoing.get(to);
+    if (previous !== undefined) this.closeOutgoing(previous);
+    const core = this.core;
+    // Hold applies so the snapshot is opened exactly at the applied index its metadata names.
+    this.applyHolds++;
+    const open = async (): Promise<void> => {
+      try {
+        await this.applyDone;
+        if (this.isStopped || core.role !== 'leader') {
+          core.reportSnapshot(to, false);
+          return;
+        }
+        const meta = core.snapshotMetaAt(this.appliedIndex);
+        const reader = await this.stateMachine.openSnapshot(meta);
+        const out: OutgoingSnapshot = {
+          to,
+          term: core.term,
+          meta,
+          reader,
+          positions: [],
+          nextSeq: 0,
+          nextPosition: null,
+          isLastSent: false,
+          ackedSeq: -1,
+          isReading: false,
+          lastProgressTick: this.tickCount,
+          idleRounds: 0,
+          isClosed: false,
+        };
+        this.outgoing.set(to, out);
+        this.log.info({ to, index: meta.index, term: meta.term }, 'sending a snapshot');
+        this.pumpSnapshot(out);
+      } finally {
+        this.applyHolds--;
+        this.pumpApply();
+      }
+    };
+    open().catch((cause: unknown) => {
+      this.log.warn({ err: cause, to }, 'opening a snapshot failed');
+      core.reportSnapshot(to, false);
+      this.schedule();
+    });
+  }
+
+  /** Reads and sends chunks until the inflight window is full or the last chunk is out. */
+  private pumpSnapshot(out: OutgoingSnapshot): void {
+    if (out.isClosed || out.isReading || out.isLastSent || out.reader === null) return;
+    if (out.nextSeq - out.ackedSeq - 1 >= this.config.snapshotChunksInflightMax) return;
+    if (this.core.role !== 'leader' || this.core.term !== out.term) {
+      this.closeOutgoing(out);
+      return;
+    }
+    out.isReading = true;
+    const seq = out.nextSeq;
+    const position = out.nextPosition;
+    out.reader.read(position, this.config.snapshotChunkBytes).then(
+      ({ data, next }) => {
+        out.isReading = false;
+        if (out.isClosed || this.isStopped) return;
+        out.positions[seq] = position;
+        out.nextSeq = seq + 1;
+        out.nextPosition = next;
+        out.isLastSent = next === null;
+        const m: Message = {
+          type: MessageType.Snap,
+          from: this.core.id,
+          to: out.to,
+          term: out.term,
+          logTerm: out.meta.term,
+          index: out.meta.index,
+          entries: [],
+          commit: 0,
+          reject: false,
+          rejectHint: 0,
+          context: seq,
+          snapshot: { meta: out.meta, seq, data, isLast: next === null },
+        };
+        this.transport.send([m]);
+        this.pumpSnapshot(out);
+      },
+      (cause: unknown) => {
+        out.isReading = false;
+        this.log.warn({ err: cause, to: out.to }, 'reading a snapshot failed');
+        this.closeOutgoing(out);
+        this.core.reportSnapshot(out.to, false);
+        this.schedule();
+      },
+    );
+  }
+
+  /** Leader: a follower acknowledged chunk `m.context` (or asked to restart). */
+  private onSnapshotAck(m: Message): void {
+    const out = this.outgoing.get(m.from);
+    if (out === undefined || out.meta.index !== m.index) return;
+    out.lastProgressTick = this.tickCount;
+    out.idleRounds = 0;
+    if (m.reject) {
+      // The follower lost the transfer (it restarted): start again from the beginning.
+      this.rewind(out, 0);
+      return;
+    }
+    if (m.context > out.ackedSeq) out.ackedSeq = m.context;
+    if (out.isLastSent && out.ackedSeq === out.nextSeq - 1) {
+      // Every chunk arrived; the follower's append response will move its progress on.
+      this.closeOutgoing(out);
+      return;
+    }
+    this.pumpSnapshot(out);
+  }
+
+  private rewind(out: OutgoingSnapshot, seq: number): void {
+    out.nextSeq = seq;
+    out.nextPosition = seq === 0 ? null : (out.positions[seq] ?? null);
+    out.ackedSeq = seq - 1;
+    out.isLastSent = false;
+    this.pumpSnapshot(out);
+  }
+
+  /** On each tick: resume stalled transfers from the last acknowledged chunk, or give up. */
+  private checkSnapshotTimeouts(): void {
+    for (const out of this.outgoing.values()) {
+      if (this.tickCount - out.lastProgressTick < this.config.snapshotIdleTicks) continue;
+      out.lastProgressTick = this.tickCount;
+      out.idleRounds++;
+      if (out.idleRounds >= this.config.snapshotIdleRoundsMax || this.core.role !== 'leader') {
+        this.log.warn({ to: out.to, index: out.meta.index }, 'snapshot transfer stalled; abandoned');
+        this.closeOutgoing(out);
+        this.core.reportSnapshot(out.to, false);
+        continue;
+      }
+      // Idle, not failed: resume after the last chunk the follower acknowledged.
+      if (!out.isReading) this.rewind(out, out.ackedSeq + 1);
+    }
+  }
+
+  private closeOutgoing(out: OutgoingSnapshot): void {
+    if (out.isClosed) return;
+    out.isClosed = true;
+    if (this.outgoing.get(out.to) === out) this.outgoing.delete(out.to);
+    const reader = out.reader;
+    out.reader = null;
+    if (reader !== null) reader.close().catch(() => {});
+  }
+
+  /** Follower: one chunk of a snapshot, written in order; the last one installs it. */
+  private onSnapshotChunk(m: Message): void {
+    const chunk = m.snapshot!;
+    const meta = chunk.meta;
+    let inc = this.incoming;
+    if (inc !== null && (inc.meta.index !== meta.index || inc.meta.term !== meta.term || inc.from !== m.from)) {
+      if (chunk.seq !== 0) return; // a chunk of a transfer we are not in: the sender times out
+      this.closeIncoming(inc);
+      inc = null;
+    }
+    if (inc === null) {
+      if (chunk.seq !== 0) {
+        // We lost this transfer (a restart): ask the leader to start over.
+        this.sendSnapshotAck(m.from, meta.index, chunk.seq, true);
+        return;
+      }
+      inc = { from: m.from, meta, writer: null, expectedSeq: 0, chain: Promise.resolve(), isClosed: false };
+      this.incoming = inc;
+    }
+    const transfer = inc;
+    transfer.chain = transfer.chain
+      .then(async () => {
+        if (transfer.isClosed || this.isStopped) return;
+        if (chunk.seq < transfer.expectedSeq) {
+          this.sendSnapshotAck(m.from, meta.index, chunk.seq, false); // a resend: ack again
+          return;
+        }
+        if (chunk.seq > transfer.expectedSeq) return; // a gap: the leader resumes after an idle timeout
+        if (transfer.writer === null) transfer.writer = await this.stateMachine.beginRestore(meta);
+        await transfer.writer.write(chunk.data);
+        transfer.expectedSeq++;
+        this.sendSnapshotAck(m.from, meta.index, chunk.seq, false);
+        if (chunk.isLast) await this.installIncoming(transfer);
+      })
+      .catch((cause: unknown) => {
+        this.log.warn({ err: cause, from: m.from }, 'receiving a snapshot failed');
+        this.closeIncoming(transfer);
+      });
+  }
+
+  private async installIncoming(inc: IncomingSnapshot): Promise<void> {
+    const core = this.core;
+    const meta = inc.meta;
+    this.applyHolds++;
+    try {
+      await this.applyDone;
+      if (!core.isSnapshotUseful(meta)) {
+        this.closeIncoming(inc);
+        return;
+      }
+      const isKeepingEntries = core.log.matchTerm(meta.index, meta.term);
+      // Record the snapshot in the log first, then switch the state machine: a crash in between
+      // leaves a state machine behind the log's start, which the core detects at boot and repairs
+      // by asking the leader for a snapshot again.
+      await this.storageJob(() => this.storage.applySnapshot(meta, isKeepingEntries));
+      await inc.writer!.commit();
+      inc.writer = null;
+      this.closeIncoming(inc);
+      core.installSnapshot(meta, isKeepingEntries, inc.from);
+      this.appliedIndex = meta.index;
+      this.logAppliedEntries = 0;
+      this.logAppliedBytes = 0;
+      // Entries handed out to apply at or below the snapshot are part of it now.
+      this.applyQueue = this.applyQueue
+        .map((batch) => batch.filter((e) => e.index > meta.index))
+        .filter((batch) => batch.length > 0);
+      for (const [index, p] of this.byIndex) {
+        if (index > meta.index) continue;
+        this.byIndex.delete(index);
+        for (let q: Pending | null = p; q !== null; q = q.next) {
+          this.settle(
+            q,
+            new RaftError(RaftErrorCode.ProposalDropped, 'a snapshot replaced this entry; its outcome is unknown'),
+          );
+        }
+      }
+      this.log.info({ index: meta.index, term: meta.term, from: inc.from }, 'installed a snapshot');
+    } finally {
+      this.applyHolds--;
+      this.pumpApply();
+      this.run();
+    }
+  }
+
+  private closeIncoming(inc: IncomingSnapshot): void {
+    if (inc.isClosed) return;
+    inc.isClosed = true;
+    if (this.incoming === inc) this.incoming = null;
+    const writer = inc.writer;
+    inc.writer = null;
+    if (writer !== null) writer.abort().catch(() => {});
+  }
+
+  private sendSnapshotAck(to: NodeId, index: number, seq: number, isRestart: boolean): void {
+    this.transport.send([
+      {
+        type: MessageType.SnapResp,
+        from: this.core.id,
+        to,
+        term: this.core.term,
+        logTerm: 0,
+        index,
+        entries: [],
+        commit: 0,
+        reject: isRestart,
+        rejectHint: 0,
+        context: seq,
+      } satisfies Message,
+    ]);
   }
 
   private releaseReads(): void {
@@ -791,5 +1206,7 @@ export class RaftNode {
     this.readsReady = [];
     if (this.transfer !== null) this.settle(this.transfer.waiter, error);
     this.transfer = null;
+    for (const out of [...this.outgoing.values()]) this.closeOutgoing(out);
+    if (this.incoming !== null) this.closeIncoming(this.incoming);
   }
 }

@@ -15,8 +15,15 @@ export type {
   Role,
 } from './raft.js';
 export { PENDING_READS_MAX } from './raft.js';
-export { MessageType, CAMPAIGN_TRANSFER, PropRejectReason, messageTypeName, isWellFormedMessage } from './messages.js';
-export type { Message } from './messages.js';
+export {
+  MessageType,
+  CAMPAIGN_TRANSFER,
+  CONTEXT_NEED_SNAPSHOT,
+  PropRejectReason,
+  messageTypeName,
+  isWellFormedMessage,
+} from './messages.js';
+export type { Message, SnapshotChunk } from './messages.js';
 export { RaftLog, ENTRY_OVERHEAD_BYTES, entryBytes } from './log.js';
 export { Progress, ProgressState, Inflights } from './progress.js';
 export { VoteResult, majority, majorityValue, jointMajorityValue, voteResult, jointVoteResult } from './quorum.js';

@@ -228,6 +228,28 @@ export class RaftLog {
     this.offsetTerm = term;
   }
 
+  /**
+   * Replaces the log's start with a snapshot at (`index`, `term`) whose state the state machine now
+   * holds: entries after it are kept when `isKeepingEntries` (our entry at `index` had `term`),
+   * else the whole log is dropped. Everything up to `index` counts as committed and applied.
+   */
+  restore(index: number, term: number, isKeepingEntries: boolean): void {
+    if (isKeepingEntries && this.matchTerm(index, term)) {
+      this.entries.splice(0, index - this.offset);
+    } else {
+      this.entries = [];
+      if (this.stableIndex > index) this.stableIndex = index;
+      if (this.handedIndex > index) this.handedIndex = index;
+    }
+    this.offset = index;
+    this.offsetTerm = term;
+    if (this.stableIndex < index) this.stableIndex = index;
+    if (this.handedIndex < index) this.handedIndex = index;
+    if (this.committed < index) this.committed = index;
+    this.applied = index;
+    if (this.applyHandedIndex < index) this.applyHandedIndex = index;
+  }
+
   /** Payload bytes of entries in (lo, hi]. */
   bytesBetween(lo: number, hi: number): number {
     let bytes = 0;

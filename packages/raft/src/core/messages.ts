@@ -3,7 +3,7 @@
  * (unused ones hold 0, false or an empty array) so that V8 sees one object shape on the hot path
  * and msgpackr encodes it without special cases.
  */
-import type { Entry, NodeId, RaftMessage } from '../api.js';
+import type { Entry, NodeId, RaftMessage, SnapshotMeta } from '../api.js';
 
 /** The `type` of a {@link Message}. Values are part of the wire format: never renumber. */
 export const MessageType = {
@@ -29,8 +29,25 @@ export const MessageType = {
   Prop: 10,
   /** The leader's answer to Prop: `index`/`logTerm` of the first appended entry, or `reject` with a reason in `rejectHint`. */
   PropResp: 11,
+  /** One chunk of a snapshot (`snapshot` field); `index`/`logTerm` are the snapshot's. Sent by the leader's driver. */
+  Snap: 12,
+  /** Acknowledges snapshot chunk `context` (its sequence number) of the snapshot at `index`; `reject` asks to restart from the beginning. */
+  SnapResp: 13,
 } as const;
 export type MessageType = (typeof MessageType)[keyof typeof MessageType];
+
+/** A rejected AppResp with this context asks the leader for a snapshot: the node's state machine is behind its log. */
+export const CONTEXT_NEED_SNAPSHOT = 2;
+
+/** A chunk of a snapshot in flight, carried by MsgSnap. */
+export interface SnapshotChunk {
+  readonly meta: SnapshotMeta;
+  /** Position of this chunk (null for the first); sequence `seq` starting at 0. */
+  readonly seq: number;
+  readonly data: Uint8Array;
+  /** Whether this is the last chunk. */
+  readonly isLast: boolean;
+}
 
 /** `Vote`/`PreVote` context value marking a campaign started by a leadership transfer. */
 export const CAMPAIGN_TRANSFER = 1;
@@ -63,6 +80,8 @@ export interface Message extends RaftMessage {
   readonly rejectHint: number;
   /** Heartbeat round, campaign kind or forwarded-proposal id (see each type). */
   readonly context: number;
+  /** Only on Snap. */
+  readonly snapshot?: SnapshotChunk;
 }
 
 /** A name for a message type, for logs and transcripts. */
@@ -83,11 +102,13 @@ function isCount(value: unknown): value is number {
 export function isWellFormedMessage(m: unknown, to: string): m is Message {
   if (typeof m !== 'object' || m === null) return false;
   const x = m as Record<string, unknown>;
-  if (typeof x.type !== 'number' || x.type < MessageType.App || x.type > MessageType.PropResp) return false;
+  if (typeof x.type !== 'number' || x.type < MessageType.App || x.type > MessageType.SnapResp) return false;
   if (typeof x.from !== 'string' || x.to !== to || x.from === to) return false;
   if (!isCount(x.term) || !isCount(x.logTerm) || !isCount(x.index) || !isCount(x.commit)) return false;
   if (!isCount(x.rejectHint) || !isCount(x.context) || typeof x.reject !== 'boolean') return false;
   if (!Array.isArray(x.entries)) return false;
+  if (x.type === MessageType.Snap && !isWellFormedChunk(x.snapshot, x.index as number, x.logTerm as number))
+    return false;
   const entries = x.entries as unknown[];
   if (entries.length > 0 && x.type !== MessageType.App && x.type !== MessageType.Prop) return false;
   for (let i = 0; i < entries.length; i++) {
@@ -99,4 +120,25 @@ export function isWellFormedMessage(m: unknown, to: string): m is Message {
     }
   }
   return true;
+}
+
+function isNodeIdList(value: unknown): boolean {
+  return Array.isArray(value) && value.every((v) => typeof v === 'string');
+}
+
+function isWellFormedChunk(value: unknown, index: number, term: number): boolean {
+  if (typeof value !== 'object' || value === null) return false;
+  const c = value as Record<string, unknown>;
+  if (!isCount(c.seq) || !(c.data instanceof Uint8Array) || typeof c.isLast !== 'boolean') return false;
+  const meta = c.meta as Record<string, unknown> | null;
+  if (typeof meta !== 'object' || meta === null || meta.index !== index || meta.term !== term) return false;
+  const conf = meta.conf as Record<string, unknown> | null;
+  return (
+    typeof conf === 'object' &&
+    conf !== null &&
+    isNodeIdList(conf.voters) &&
+    isNodeIdList(conf.learners) &&
+    isNodeIdList(conf.votersOutgoing) &&
+    isNodeIdList(conf.learnersNext)
+  );
 }

@@ -88,6 +88,8 @@ export class Progress {
   isRecentActive = false;
   /** Highest heartbeat round this follower acknowledged in the current term. */
   ackedRound = 0;
+  /** In Snapshot: the index of the snapshot being sent. */
+  pendingSnapshot = 0;
   readonly inflights: Inflights;
 
   constructor(
@@ -106,12 +108,22 @@ export class Progress {
     this.isProbeSent = false;
     this.isRecentActive = false;
     this.ackedRound = 0;
+    this.pendingSnapshot = 0;
     this.inflights.reset();
   }
 
   becomeProbe(): void {
+    // After a snapshot, probing resumes past it: the follower has everything up to it (or will ask again).
+    this.next = this.state === ProgressState.Snapshot ? Math.max(this.match, this.pendingSnapshot) + 1 : this.match + 1;
     this.state = ProgressState.Probe;
-    this.next = this.match + 1;
+    this.pendingSnapshot = 0;
+    this.isProbeSent = false;
+    this.inflights.reset();
+  }
+
+  becomeSnapshot(index: number): void {
+    this.state = ProgressState.Snapshot;
+    this.pendingSnapshot = index;
     this.isProbeSent = false;
     this.inflights.reset();
   }

@@ -12,7 +12,7 @@ import { EntryType } from '../api.js';
 import { assert } from './assert.js';
 import { ENTRY_OVERHEAD_BYTES, RaftLog } from './log.js';
 import type { Message } from './messages.js';
-import { CAMPAIGN_TRANSFER, MessageType, PropRejectReason } from './messages.js';
+import { CAMPAIGN_TRANSFER, CONTEXT_NEED_SNAPSHOT, MessageType, PropRejectReason } from './messages.js';
 import { Progress, ProgressState } from './progress.js';
 import { VoteResult, jointMajorityValue, jointVoteResult } from './quorum.js';
 
@@ -94,6 +94,11 @@ export interface ForwardResult {
  * 6. `readStates`: each read may be served once the applied index reaches its `index`.
  *    `droppedReads` lists read ids that will never be confirmed (leadership was lost): fail them.
  * 7. `forwardResults`: the leader's answers to proposals this follower forwarded.
+ * 8. Snapshots (the driver streams them; the core decides when): `snapshotsToSend` lists followers
+ *    that need a snapshot (open one at the applied index, stream it as MsgSnap chunks, and call
+ *    `reportSnapshot(to, false)` if it fails); `snapshotAcks` are the followers' MsgSnapResp for
+ *    that sender; `snapshotChunks` are MsgSnap chunks this follower should write (then, after the
+ *    last one: `Storage.applySnapshot`, `SnapshotWriter.commit`, `installSnapshot`).
  */
 export interface Ready {
   readonly entries: readonly Entry[];
@@ -105,6 +110,9 @@ export interface Ready {
   readonly readStates: readonly ReadState[];
   readonly droppedReads: readonly number[];
   readonly forwardResults: readonly ForwardResult[];
+  readonly snapshotsToSend: readonly NodeId[];
+  readonly snapshotAcks: readonly Message[];
+  readonly snapshotChunks: readonly Message[];
 }
 
 /** Codes the core reports for refused requests; the driver turns them into `RaftError`s. */
@@ -140,6 +148,7 @@ const NO_ENTRIES: readonly Entry[] = Object.freeze([]);
 const NO_NUMBERS: readonly number[] = Object.freeze([]);
 const NO_READS: readonly ReadState[] = Object.freeze([]);
 const NO_FORWARDS: readonly ForwardResult[] = Object.freeze([]);
+const NO_IDS: readonly NodeId[] = Object.freeze([]);
 const ACCEPTED: RequestResult = Object.freeze({ code: null, leaderHint: null });
 /** Heartbeat rounds whose send tick is remembered, for leases. */
 const ROUND_RING_SIZE = 1024;
@@ -206,6 +215,16 @@ export class RaftCore {
   private readStates: ReadState[] = [];
   private droppedReads: number[] = [];
   private forwardResults: ForwardResult[] = [];
+  private snapshotsToSend: NodeId[] = [];
+  private snapshotAcks: Message[] = [];
+  private snapshotChunks: Message[] = [];
+  /** The latest snapshot the log starts after (loaded, compacted to, or installed), or null. */
+  snapshotMeta: SnapshotMeta | null;
+  /**
+   * The state machine is behind the log's snapshot (a crash between recording a received snapshot
+   * and committing it): this node applies nothing and campaigns not until a leader sends one.
+   */
+  isSnapshotNeeded = false;
   /** The hard state last handed out (or loaded). */
   private prevHardState: HardState;
 
@@ -226,6 +245,8 @@ export class RaftCore {
       state.hardState.commit,
       state.appliedIndex,
     );
+    this.snapshotMeta = snap;
+    this.isSnapshotNeeded = snap !== null && state.appliedIndex < snap.index;
     this.term = state.hardState.term;
     this.vote = state.hardState.vote;
     this.prevHardState = state.hardState;
@@ -332,7 +353,7 @@ export class RaftCore {
         // A pre-vote never changes our term.
       } else if (m.type === MessageType.PreVoteResp && !m.reject) {
         // Granted pre-votes carry the future term; the pre-candidate's term is unchanged.
-      } else if (m.type === MessageType.App || m.type === MessageType.Heartbeat) {
+      } else if (m.type === MessageType.App || m.type === MessageType.Heartbeat || m.type === MessageType.Snap) {
         this.becomeFollower(m.term, m.from);
       } else {
         this.becomeFollower(m.term, null);
@@ -376,10 +397,13 @@ export class RaftCore {
       this.log.lastIndex() > this.log.handedIndex ||
       this.msgs.length > 0 ||
       this.msgsAfterPersist.length > 0 ||
-      this.log.hasCommittedToHand() ||
+      (this.log.hasCommittedToHand() && !this.isSnapshotNeeded) ||
       this.readStates.length > 0 ||
       this.droppedReads.length > 0 ||
       this.forwardResults.length > 0 ||
+      this.snapshotsToSend.length > 0 ||
+      this.snapshotAcks.length > 0 ||
+      this.snapshotChunks.length > 0 ||
       this.term !== this.prevHardState.term ||
       this.vote !== this.prevHardState.vote
     );
@@ -406,11 +430,17 @@ export class RaftCore {
       hardState,
       messages: this.msgs.length === 0 ? NO_MESSAGES : this.msgs,
       messagesAfterPersist: this.msgsAfterPersist.length === 0 ? NO_MESSAGES : this.msgsAfterPersist,
-      committedEntries: this.log.takeCommitted(this.cfg.applyBatchBytesMax),
+      committedEntries: this.isSnapshotNeeded ? NO_ENTRIES : this.log.takeCommitted(this.cfg.applyBatchBytesMax),
       readStates: this.readStates.length === 0 ? NO_READS : this.readStates,
       droppedReads: this.droppedReads.length === 0 ? NO_NUMBERS : this.droppedReads,
       forwardResults: this.forwardResults.length === 0 ? NO_FORWARDS : this.forwardResults,
+      snapshotsToSend: this.snapshotsToSend.length === 0 ? NO_IDS : this.snapshotsToSend,
+      snapshotAcks: this.snapshotAcks.length === 0 ? NO_MESSAGES : this.snapshotAcks,
+      snapshotChunks: this.snapshotChunks.length === 0 ? NO_MESSAGES : this.snapshotChunks,
     };
+    if (this.snapshotsToSend.length > 0) this.snapshotsToSend = [];
+    if (this.snapshotAcks.length > 0) this.snapshotAcks = [];
+    if (this.snapshotChunks.length > 0) this.snapshotChunks = [];
     if (this.msgs.length > 0) this.msgs = [];
     if (this.msgsAfterPersist.length > 0) this.msgsAfterPersist = [];
     if (this.readStates.length > 0) this.readStates = [];
@@ -451,9 +481,57 @@ export class RaftCore {
     if (rd.committedEntries.length > 0) this.appliedTo(rd.committedEntries[rd.committedEntries.length - 1].index);
   }
 
-  /** Drops applied, durable entries at or below `index` from memory (issue 3 adds snapshots for lagging followers). */
-  compact(index: number): void {
+  /**
+   * Drops applied, durable entries at or below `index` from memory and returns the snapshot
+   * metadata the log now starts after (record it with `Storage.applySnapshot(meta, true)` first).
+   * Followers that still need those entries will get a snapshot instead.
+   */
+  compact(index: number): SnapshotMeta {
+    if (index <= this.log.firstIndex() - 1) return this.snapshotMeta ?? this.snapshotMetaAt(index);
+    const meta = this.snapshotMetaAt(index);
     this.log.compact(index);
+    this.snapshotMeta = meta;
+    return meta;
+  }
+
+  /** The metadata of a snapshot of the state at `index` (which must still be in the log or be its start). */
+  snapshotMetaAt(index: number): SnapshotMeta {
+    const term = this.log.term(index);
+    assert(term >= 0, `no term known for index ${index}`);
+    return { index, term, conf: this.conf() };
+  }
+
+  /**
+   * Reports the end of a snapshot transfer to `to` that failed (or was abandoned). The follower is
+   * probed again after its next heartbeat reply (and gets a new snapshot if it still needs one).
+   */
+  reportSnapshot(to: NodeId, isOk: boolean): void {
+    const pr = this.progress.get(to);
+    if (this.role !== 'leader' || pr === undefined || pr.state !== ProgressState.Snapshot) return;
+    if (!isOk) pr.pendingSnapshot = 0;
+    pr.becomeProbe();
+    // Wait for a heartbeat reply (or the follower's ack) before probing, rather than spin.
+    pr.isProbeSent = true;
+  }
+
+  /**
+   * Whether a received snapshot at `meta` would move this node's state forward: false when the
+   * state machine already applied up to it (then abort the restore rather than commit it).
+   */
+  isSnapshotUseful(meta: SnapshotMeta): boolean {
+    return meta.index > this.log.applied || (this.isSnapshotNeeded && meta.index >= this.log.firstIndex() - 1);
+  }
+
+  /**
+   * Installs a snapshot the state machine has committed and Storage has recorded
+   * (`applySnapshot(meta, isKeepingEntries)`): the log restarts after it and the leader is told.
+   */
+  installSnapshot(meta: SnapshotMeta, isKeepingEntries: boolean, from: NodeId | null): void {
+    this.log.restore(meta.index, meta.term, isKeepingEntries);
+    this.snapshotMeta = meta;
+    this.isSnapshotNeeded = false;
+    this.applyConf(meta.conf);
+    if (from !== null) this.send(MessageType.AppResp, from, 0, meta.index, NO_ENTRIES, 0, false, 0, 0, false);
   }
 
   // ─── Introspection ────────────────────────────────────────────────────────────────────────────
@@ -468,9 +546,24 @@ export class RaftCore {
     };
   }
 
-  /** Whether this node may vote and campaign. */
+  /** Whether this node may campaign. */
   isPromotable(): boolean {
-    return this.isVoterId(this.id);
+    return this.isVoterId(this.id) && !this.isSnapshotNeeded;
+  }
+
+  /** Replaces the configuration (from a snapshot), keeping the progress of members that stay. */
+  private applyConf(conf: ConfState): void {
+    this.voters = [...conf.voters];
+    this.votersOutgoing = [...conf.votersOutgoing];
+    this.learners = [...conf.learners];
+    const members = new Set(this.members());
+    for (const id of [...this.progress.keys()]) if (!members.has(id)) this.progress.delete(id);
+    for (const id of members) {
+      if (this.progress.has(id)) continue;
+      const pr = new Progress(this.cfg.inflightMessagesMax, this.cfg.inflightBytesMax, !this.isVoterId(id));
+      pr.reset(this.log.lastIndex() + 1, 0);
+      this.progress.set(id, pr);
+    }
   }
 
   /** The leader's heartbeat round count (for tests of read confirmation). */
@@ -690,6 +783,11 @@ export class RaftCore {
         this.log.commitTo(Math.min(m.commit, this.log.lastIndex()));
         this.send(MessageType.HeartbeatResp, m.from, 0, 0, NO_ENTRIES, 0, false, 0, m.context, false);
         break;
+      case MessageType.Snap:
+        this.electionElapsed = 0;
+        this.lead = m.from;
+        this.handleSnapshotChunk(m);
+        break;
       case MessageType.TimeoutNow:
         // Raft §3.10: the leader asked us to take over; campaign now, bypassing pre-vote.
         this.hup(true);
@@ -724,6 +822,7 @@ export class RaftCore {
         this.handleAppend(m);
         break;
       case MessageType.Heartbeat:
+      case MessageType.Snap:
         this.becomeFollower(m.term, m.from);
         this.stepFollower(m);
         break;
@@ -767,9 +866,39 @@ export class RaftCore {
       case MessageType.Prop:
         this.handleForwardedProposal(m);
         break;
+      case MessageType.SnapResp:
+        if (pr !== undefined) {
+          pr.isRecentActive = true;
+          this.snapshotAcks.push(m);
+        }
+        break;
       default:
         break;
     }
+  }
+
+  private handleSnapshotChunk(m: Message): void {
+    const meta = m.snapshot!.meta;
+    if (!this.isSnapshotNeeded) {
+      if (meta.index <= this.log.committed) {
+        // Stale or redundant: tell the leader where we are so it stops sending.
+        this.sendAfterPersist(MessageType.AppResp, m.from, 0, this.log.committed, false, 0);
+        return;
+      }
+      if (this.log.matchTerm(meta.index, meta.term)) {
+        // We hold the snapshot's last entry: commit up to it instead of restoring (etcd does the same).
+        this.log.commitTo(meta.index);
+        this.sendAfterPersist(MessageType.AppResp, m.from, 0, meta.index, false, 0);
+        return;
+      }
+    }
+    this.snapshotChunks.push(m);
+  }
+
+  private requestSnapshot(to: NodeId, pr: Progress): void {
+    if (pr.state === ProgressState.Snapshot) return;
+    pr.becomeSnapshot(this.log.applied);
+    this.snapshotsToSend.push(to);
   }
 
   private handleAppend(m: Message): void {
@@ -791,6 +920,11 @@ export class RaftCore {
 
   private handleAppendResponse(m: Message, pr: Progress): void {
     pr.isRecentActive = true;
+    if (m.context === CONTEXT_NEED_SNAPSHOT) {
+      if (!m.reject && pr.maybeUpdate(m.index) && this.maybeCommit()) this.bcastAppend();
+      this.requestSnapshot(m.from, pr);
+      return;
+    }
     if (m.reject) {
       let nextProbe = m.rejectHint;
       if (m.logTerm > 0) nextProbe = this.log.findConflictByTerm(m.rejectHint, m.logTerm).index;
@@ -802,6 +936,7 @@ export class RaftCore {
     }
     const wasPaused = pr.isPaused();
     if (!pr.maybeUpdate(m.index)) return;
+    if (pr.state === ProgressState.Snapshot && pr.match >= pr.pendingSnapshot) pr.becomeProbe();
     if (pr.state === ProgressState.Probe) pr.becomeReplicate();
     else if (pr.state === ProgressState.Replicate) pr.inflights.freeLE(m.index);
     if (this.maybeCommit()) this.bcastAppend();
@@ -938,7 +1073,11 @@ export class RaftCore {
     const log = this.log;
     const prevIndex = pr.next - 1;
     const prevTerm = log.term(prevIndex);
-    assert(prevTerm >= 0, `entry ${prevIndex} for ${to} is compacted (snapshots arrive with issue 3)`);
+    if (prevTerm < 0) {
+      // The entries this follower needs are compacted: it gets a snapshot instead.
+      this.requestSnapshot(to, pr);
+      return false;
+    }
     const last = log.lastIndex();
     const entries = pr.next <= last ? log.slice(pr.next, last, this.cfg.appendBatchBytesMax) : NO_ENTRIES;
     if (entries.length === 0 && !sendIfEmpty) return false;
@@ -1076,6 +1215,7 @@ export class RaftCore {
     reject: boolean,
     rejectHint: number,
   ): void {
-    this.send(type, to, logTerm, index, NO_ENTRIES, 0, reject, rejectHint, 0, true);
+    const context = this.isSnapshotNeeded && type === MessageType.AppResp ? CONTEXT_NEED_SNAPSHOT : 0;
+    this.send(type, to, logTerm, index, NO_ENTRIES, 0, reject, rejectHint, context, true);
   }
 }
