@@ -152,8 +152,8 @@ export class RaftLogStore implements Storage {
         KEY_SNAPSHOT,
         KEY_COMPACTED,
       ]);
-      if (hardStateBytes !== undefined) hardState = this.decodeRecord(hardStateBytes, 'hard state') as HardState;
-      if (snapshotBytes !== undefined) snapshot = this.decodeRecord(snapshotBytes, 'snapshot metadata') as SnapshotMeta;
+      if (hardStateBytes !== undefined) hardState = decodeHardState(hardStateBytes);
+      if (snapshotBytes !== undefined) snapshot = decodeSnapshotMeta(snapshotBytes);
       this.snapshotIndex = snapshot?.index ?? 0;
       this.compactedIndex = compactedBytes?.length === 8 ? readUint64BE(compactedBytes, 0) : 0;
       // Entries at or below the offset may survive an unsynced compaction (LevelDB deletes a range
@@ -378,12 +378,60 @@ export class RaftLogStore implements Storage {
     if (this.failure !== null) throw this.failure;
     if (this.isClosed) throw storageError(StorageErrorCode.StorageClosed, 'the Raft log store is closed');
   }
+}
 
-  private decodeRecord(bytes: Buffer, what: string): unknown {
-    try {
-      return packr.unpack(bytes);
-    } catch (error) {
-      throw storageError(StorageErrorCode.StorageCorrupt, `the stored ${what} does not decode`, error);
-    }
+function decodeRecord(bytes: Buffer, what: string): Record<string, unknown> {
+  let value: unknown;
+  try {
+    value = packr.unpack(bytes);
+  } catch (error) {
+    throw storageError(StorageErrorCode.StorageCorrupt, `the stored ${what} does not decode`, error);
   }
+  if (typeof value !== 'object' || value === null) {
+    throw storageError(StorageErrorCode.StorageCorrupt, `the stored ${what} is not a record`);
+  }
+  return value as Record<string, unknown>;
+}
+
+function isCount(value: unknown): value is number {
+  return typeof value === 'number' && Number.isSafeInteger(value) && value >= 0;
+}
+
+function isNodeIds(value: unknown): value is string[] {
+  return Array.isArray(value) && value.every((id) => typeof id === 'string');
+}
+
+function decodeHardState(bytes: Buffer): HardState {
+  const value = decodeRecord(bytes, 'hard state');
+  if (!isCount(value.term) || !isCount(value.commit) || (value.vote !== null && typeof value.vote !== 'string')) {
+    throw storageError(StorageErrorCode.StorageCorrupt, 'the stored hard state has bad fields');
+  }
+  return { term: value.term, vote: value.vote, commit: value.commit };
+}
+
+function decodeSnapshotMeta(bytes: Buffer): SnapshotMeta {
+  const value = decodeRecord(bytes, 'snapshot metadata');
+  const conf = value.conf as Record<string, unknown> | null | undefined;
+  if (
+    !isCount(value.index) ||
+    !isCount(value.term) ||
+    typeof conf !== 'object' ||
+    conf === null ||
+    !isNodeIds(conf.voters) ||
+    !isNodeIds(conf.learners) ||
+    !isNodeIds(conf.votersOutgoing) ||
+    !isNodeIds(conf.learnersNext)
+  ) {
+    throw storageError(StorageErrorCode.StorageCorrupt, 'the stored snapshot metadata has bad fields');
+  }
+  return {
+    index: value.index,
+    term: value.term,
+    conf: {
+      voters: conf.voters,
+      learners: conf.learners,
+      votersOutgoing: conf.votersOutgoing,
+      learnersNext: conf.learnersNext,
+    },
+  };
 }

@@ -133,7 +133,7 @@ test('a data directory that cannot be created is DAEMON_DATA_DIR_UNWRITABLE', as
   await rm(directory, { recursive: true, force: true });
 });
 
-test('a log with a gap is reported as DAEMON_STORAGE_CORRUPT', async (t) => {
+test('a log with a gap or an undecodable hard state is DAEMON_STORAGE_CORRUPT', async (t) => {
   const directory = await tempDir();
   const db = await openDatabase(directory);
   const store = new RaftLogStore(db);
@@ -142,6 +142,11 @@ test('a log with a gap is reported as DAEMON_STORAGE_CORRUPT', async (t) => {
   const key = Buffer.from([0x4c, 0x65, 0, 0, 0, 0, 0, 0, 0, 2]);
   t.not(await db.get(key), undefined, 'the key layout is as documented');
   await db.del(key);
+  await t.throwsAsync(new RaftLogStore(db).load(), { code: 'DAEMON_STORAGE_CORRUPT' });
+  await db.put(key, Buffer.from([0, 0, 0, 0, 0, 0, 0, 0, 1]));
+  await db.put(Buffer.from([0x4c, 0x68]), Buffer.from([0xc1])); // undecodable hard state
+  await t.throwsAsync(new RaftLogStore(db).load(), { code: 'DAEMON_STORAGE_CORRUPT' });
+  await db.put(Buffer.from([0x4c, 0x68]), Buffer.from([0x93, 1, 2, 3])); // an array, not a record
   await t.throwsAsync(new RaftLogStore(db).load(), { code: 'DAEMON_STORAGE_CORRUPT' });
   await db.close();
   await rm(directory, { recursive: true, force: true });
