@@ -149,6 +149,24 @@ export class Cluster {
     return leader;
   }
 
+  /**
+   * Asks the leader `from` to hand leadership to `to`, retrying LEADER_TRANSFER_FAILED: the core
+   * gives a transfer one election timeout, which a loaded test machine can miss.
+   */
+  async transferLeader(
+    from: string,
+    to: string,
+    attempts = 5,
+  ): Promise<{ leader: { region: string; clientAddress: string } }> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.member(from).client.call('transferLeader', { region: to });
+      } catch (err) {
+        if ((err as { code?: string }).code !== 'LEADER_TRANSFER_FAILED' || attempt >= attempts) throw err;
+      }
+    }
+  }
+
   /** Stops every member (SIGKILL), closes clients and removes the data. */
   async destroy(): Promise<void> {
     for (const member of this.members.values()) {
@@ -169,7 +187,7 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
   const root = mkdtempSync(join(tmpdir(), 'rdld-it-'));
   const cluster = new Cluster(root, [
     '--raft-tick-interval-ms',
-    String(options.tickIntervalMs ?? 20),
+    String(options.tickIntervalMs ?? 30),
     '--log-level',
     'info',
     ...(options.args ?? []),

@@ -136,10 +136,11 @@ test.serial('create, write, read back; followers redirect; status, metrics, tran
 
   // Leadership transfer to a follower.
   const target = followers[1];
-  const transferred = await client.call<{ leader: { region: string; clientAddress: string } }>('transferLeader', {
-    region: target,
-  });
-  t.is(transferred.leader.region, target);
+  const transferred = await cluster.transferLeader(leader, target);
+  t.deepEqual(transferred.leader, { region: target, clientAddress: `127.0.0.1:${cluster.member(target).clientPort}` });
+  const status2 = await cluster.member(target).client.status();
+  t.is(status2.leader?.region, target);
+  t.is(status2.leader?.clientAddress, `127.0.0.1:${cluster.member(target).clientPort}`);
   t.is(await cluster.waitForLeader(), target);
   // The data is still there, read through the new leader.
   const io2 = cluster.member(target).client.io();

@@ -103,7 +103,7 @@ test.serial('kill -9 the leader mid-stream: every acknowledged write survives; t
   );
   phase('restarted daemon caught up');
   // Hand it leadership and read everything through it.
-  await cluster.member(newLeader).client.call('transferLeader', { region: killed! });
+  await cluster.transferLeader(newLeader, killed!);
   tracker.leader = null;
   t.is(await cluster.waitForLeader(), killed!);
   const finalReader = new RetryingClient(cluster, tracker);
