@@ -176,7 +176,6 @@ class PendingIo {
   attempts = 0;
   isSettled = false;
   lastError: RdlError | undefined = undefined;
-  onAbort: (() => void) | undefined = undefined;
   retryTimer: NodeJS.Timeout | undefined = undefined;
 
   constructor(
@@ -272,6 +271,11 @@ export class RdlClient {
   private session: WriteSession;
 
   private readonly unaryCalls = new Set<grpc.ClientUnaryCall>();
+  /**
+   * One abort listener per signal, however many IO calls share it (a caller may pass one signal
+   * to thousands of calls; a listener each would be slow and trip Node's leak warning).
+   */
+  private readonly abortWatches = new Map<AbortSignal, { pendings: Set<PendingIo>; onAbort: () => void }>();
 
   /** Validates the options (`CLIENT_CONFIG_INVALID`); connects lazily on the first call. */
   constructor(options: RdlClientOptions) {
@@ -677,15 +681,38 @@ export class RdlClient {
         resolve,
         reject,
       );
-      if (signal !== undefined) {
-        pending.onAbort = () => this.fail(pending, abortError(signal));
-        signal.addEventListener('abort', pending.onAbort, { once: true });
-      }
+      if (signal !== undefined) this.watchAbort(signal, pending);
       this.liveCount++;
       this.startSweep();
       this.queue.push(pending);
       this.pump();
     });
+  }
+
+  private watchAbort(signal: AbortSignal, pending: PendingIo): void {
+    let watch = this.abortWatches.get(signal);
+    if (watch === undefined) {
+      const pendings = new Set<PendingIo>();
+      const onAbort = (): void => {
+        this.abortWatches.delete(signal);
+        const error = abortError(signal);
+        for (const each of pendings) this.fail(each, error);
+      };
+      watch = { pendings, onAbort };
+      this.abortWatches.set(signal, watch);
+      signal.addEventListener('abort', onAbort, { once: true });
+    }
+    watch.pendings.add(pending);
+  }
+
+  private unwatchAbort(signal: AbortSignal, pending: PendingIo): void {
+    const watch = this.abortWatches.get(signal);
+    if (watch === undefined) return;
+    watch.pendings.delete(pending);
+    if (watch.pendings.size === 0) {
+      this.abortWatches.delete(signal);
+      signal.removeEventListener('abort', watch.onAbort);
+    }
   }
 
   /** Settles a pending call successfully (once). */
@@ -704,7 +731,7 @@ export class RdlClient {
 
   private settle(pending: PendingIo): void {
     pending.isSettled = true;
-    if (pending.onAbort !== undefined) pending.signal?.removeEventListener('abort', pending.onAbort);
+    if (pending.signal !== undefined) this.unwatchAbort(pending.signal, pending);
     if (pending.retryTimer !== undefined) {
       clearTimeout(pending.retryTimer);
       this.retrying.delete(pending);

@@ -2,6 +2,7 @@
  * `rdlctl`: the operator's command line for an rdl cluster, built on the SDK. Exit status 0 on
  * success, 1 on an error (printed as `rdlctl: CODE: message`), 2 on bad usage, 130 on Ctrl-C.
  */
+import { setMaxListeners } from 'node:events';
 import { open } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
@@ -463,6 +464,13 @@ async function main(argv: readonly string[]): Promise<number> {
   }
 }
 
+// Every chunk of an import or export listens to this one signal.
+setMaxListeners(0, interrupt.signal);
+// `rdlctl status | head -1` closes stdout early: that is not an error.
+process.stdout.on('error', (error: NodeJS.ErrnoException) => {
+  if (error.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+  throw error;
+});
 const onSignal = (): void => interrupt.abort(new Error('interrupted'));
 process.once('SIGINT', onSignal);
 process.once('SIGTERM', onSignal);

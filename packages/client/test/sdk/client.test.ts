@@ -23,6 +23,8 @@ async function setup(
   const client = new RdlClient({
     endpoints: cluster.addresses,
     requestTimeoutMs: 20_000,
+    // Tests that hold requests must not see the stream declared stalled on a loaded machine.
+    streamStallMs: 60_000,
     random: seededRandom(42),
     ...options,
   });
@@ -101,7 +103,7 @@ test('writes carry the session, increasing seqs and ackedBelow = lowest unanswer
     return { action: 'serve' };
   };
   const first = client.write('seq', 0, Buffer.alloc(10, 1));
-  await waitFor(() => cluster.held.length === 1, 5_000, 'the first write to be held');
+  await waitFor(() => cluster.held.length === 1, 20_000, 'the first write to be held');
   await client.write('seq', 4096, Buffer.alloc(10, 2));
   await client.write('seq', 8192, Buffer.alloc(10, 3));
   const writes = cluster.seen.filter((s) => s.request.op === 'write').map((s) => s.request);
@@ -268,7 +270,7 @@ test('answers out of order reach the right callers', async (t) => {
   for (let i = 0; i < 8; i++) await client.write('v', i * 4096, pattern(4096, i));
   cluster.ioHook = () => ({ action: 'hold' });
   const reads = Array.from({ length: 8 }, (_, i) => client.read('v', i * 4096, 4096));
-  await waitFor(() => cluster.held.length === 8, 5_000, 'all reads to be held');
+  await waitFor(() => cluster.held.length === 8, 20_000, 'all reads to be held');
   cluster.release('reverse');
   const results = await Promise.all(reads);
   results.forEach((data, i) => t.deepEqual(data, pattern(4096, i)));
@@ -279,7 +281,7 @@ test('the in-flight window is bounded and waiting callers proceed', async (t) =>
   await client.createVolume('v', 1 * MiB);
   cluster.ioHook = () => ({ action: 'hold' });
   const writes = Array.from({ length: 12 }, (_, i) => client.write('v', i * 4096, pattern(4096, i)));
-  await waitFor(() => cluster.held.length === 4, 5_000, 'four writes in flight');
+  await waitFor(() => cluster.held.length === 4, 20_000, 'four writes in flight');
   t.is(cluster.seen.length, 4, 'the fifth waits for a slot');
   cluster.ioHook = undefined;
   cluster.release('arrival');
@@ -288,7 +290,7 @@ test('the in-flight window is bounded and waiting callers proceed', async (t) =>
 });
 
 test('an unanswered request fails with CLIENT_DEADLINE_EXCEEDED near its deadline', async (t) => {
-  const { client, cluster } = await setup(t, { streamStallMs: 60_000 });
+  const { client, cluster } = await setup(t);
   await client.createVolume('v', 1 * MiB);
   cluster.ioHook = () => ({ action: 'swallow' });
   const started = performance.now();
@@ -315,12 +317,20 @@ test('AbortSignal aborts waiting, in-flight and unary calls', async (t) => {
   cluster.ioHook = () => ({ action: 'hold' });
   const controller = new AbortController();
   const pending = client.write('v', 0, Buffer.from('x'), { signal: controller.signal });
-  await waitFor(() => cluster.held.length === 1, 5_000, 'the write to be in flight');
+  await waitFor(() => cluster.held.length === 1, 20_000, 'the write to be in flight');
   controller.abort(new Error('user gave up'));
   const error = await t.throwsAsync<RdlError>(pending);
   t.is(error?.code, 'CLIENT_ABORTED');
   t.is((error?.cause as Error).message, 'user gave up');
   t.is(client.ackedBelow, 2, 'an aborted write is never retried, so it no longer holds ackedBelow back');
+  // One signal shared by many calls: one listener, and every call is aborted.
+  const shared = new AbortController();
+  const many = Array.from({ length: 50 }, (_, i) => client.read('v', i, 1, { signal: shared.signal }));
+  await waitFor(() => cluster.held.length >= 51, 20_000, 'the shared-signal reads to be in flight');
+  shared.abort();
+  for (const result of await Promise.allSettled(many)) {
+    t.is(result.status === 'rejected' ? (result.reason as RdlError).code : 'resolved', 'CLIENT_ABORTED');
+  }
   const aborted = AbortSignal.abort();
   t.is((await t.throwsAsync<RdlError>(client.read('v', 0, 1, { signal: aborted })))?.code, 'CLIENT_ABORTED');
   t.is((await t.throwsAsync<RdlError>(client.listVolumes({ signal: aborted })))?.code, 'CLIENT_ABORTED');
@@ -357,7 +367,7 @@ test('close fails pending calls with CLIENT_CLOSED and later calls too', async (
   await client.createVolume('v', 1 * MiB);
   cluster.ioHook = () => ({ action: 'hold' });
   const pending = client.read('v', 0, 1);
-  await waitFor(() => cluster.held.length === 1, 5_000, 'the read to be in flight');
+  await waitFor(() => cluster.held.length === 1, 20_000, 'the read to be in flight');
   await client.close();
   t.is((await t.throwsAsync<RdlError>(pending))?.code, 'CLIENT_CLOSED');
   t.is((await t.throwsAsync<RdlError>(client.read('v', 0, 1)))?.code, 'CLIENT_CLOSED');
