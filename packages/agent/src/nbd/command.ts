@@ -18,6 +18,7 @@ export interface NbdFlags {
   listen?: string;
   socket?: string;
   memoryVolume?: string[];
+  ensureVolume?: string[];
   requestTimeoutMs?: string;
   readOnly?: boolean;
   inflightRequestsMax?: string;
@@ -35,6 +36,8 @@ export interface NbdAgentConfig {
   readonly endpoints: readonly string[];
   /** In-memory volumes (not durable: demos and tests). */
   readonly memoryVolumes: readonly { readonly name: string; readonly sizeBytes: number }[];
+  /** Cluster volumes to create at start-up if missing (idempotent; same size required if present). */
+  readonly ensureVolumes: readonly { readonly name: string; readonly sizeBytes: number }[];
   readonly listen: readonly NbdListenAddress[];
   readonly requestTimeoutMs: number;
   readonly isReadOnly: boolean;
@@ -102,23 +105,31 @@ export function parseNbdFlags(flags: NbdFlags, env: NodeJS.ProcessEnv = process.
     if (parseHostPort(endpoint) === undefined)
       problems.push(`--endpoints: ${JSON.stringify(endpoint)} is not host:port`);
   }
-  const memoryVolumes: { name: string; sizeBytes: number }[] = [];
-  for (const spec of flags.memoryVolume ?? []) {
-    const at = spec.lastIndexOf(':');
-    const name = at > 0 ? spec.slice(0, at) : '';
-    let sizeBytes: number;
-    try {
-      sizeBytes = at > 0 ? parseSize(spec.slice(at + 1)) : 0;
-    } catch {
-      sizeBytes = 0;
+  const volumeSpecs = (flag: string, specs: readonly string[]): { name: string; sizeBytes: number }[] => {
+    const volumes: { name: string; sizeBytes: number }[] = [];
+    for (const spec of specs) {
+      const at = spec.lastIndexOf(':');
+      const name = at > 0 ? spec.slice(0, at) : '';
+      let sizeBytes: number;
+      try {
+        sizeBytes = at > 0 ? parseSize(spec.slice(at + 1)) : 0;
+      } catch {
+        sizeBytes = 0;
+      }
+      if (name.length === 0 || sizeBytes < 1) {
+        problems.push(`--${flag} must be NAME:SIZE like demo:1GiB (got ${JSON.stringify(spec)})`);
+      } else if (volumes.some((v) => v.name === name)) {
+        problems.push(`--${flag} ${JSON.stringify(name)} is given twice`);
+      } else {
+        volumes.push({ name, sizeBytes });
+      }
     }
-    if (name.length === 0 || sizeBytes < 1) {
-      problems.push(`--memory-volume must be NAME:SIZE like demo:1GiB (got ${JSON.stringify(spec)})`);
-    } else if (memoryVolumes.some((v) => v.name === name)) {
-      problems.push(`--memory-volume ${JSON.stringify(name)} is given twice`);
-    } else {
-      memoryVolumes.push({ name, sizeBytes });
-    }
+    return volumes;
+  };
+  const memoryVolumes = volumeSpecs('memory-volume', flags.memoryVolume ?? []);
+  const ensureVolumes = volumeSpecs('ensure-volume', flags.ensureVolume ?? []);
+  if (ensureVolumes.length > 0 && endpoints.length === 0) {
+    problems.push('--ensure-volume needs --endpoints (memory volumes are created by --memory-volume)');
   }
   if (endpoints.length === 0 && memoryVolumes.length === 0) {
     problems.push(
@@ -144,6 +155,7 @@ export function parseNbdFlags(flags: NbdFlags, env: NodeJS.ProcessEnv = process.
   const config: NbdAgentConfig = {
     endpoints,
     memoryVolumes,
+    ensureVolumes,
     listen,
     requestTimeoutMs: integer('request-timeout-ms', flags.requestTimeoutMs, nbdFlagDefaults.requestTimeoutMs, 1),
     isReadOnly: flags.readOnly ?? false,
@@ -171,7 +183,12 @@ export function parseNbdFlags(flags: NbdFlags, env: NodeJS.ProcessEnv = process.
   if (problems.length > 0) {
     throw new AgentError(AgentErrorCode.ConfigInvalid, `invalid rdl-agent nbd flags:\n  - ${problems.join('\n  - ')}`);
   }
-  return Object.freeze({ ...config, listen: Object.freeze(listen), memoryVolumes: Object.freeze(memoryVolumes) });
+  return Object.freeze({
+    ...config,
+    listen: Object.freeze(listen),
+    memoryVolumes: Object.freeze(memoryVolumes),
+    ensureVolumes: Object.freeze(ensureVolumes),
+  });
 }
 
 /** A running `rdl-agent nbd`. */
@@ -183,6 +200,33 @@ export interface NbdAgent {
   close(): Promise<void>;
 }
 
+/**
+ * Creates the `--ensure-volume` volumes that do not exist yet. `createVolume` is idempotent for an
+ * equal size, so restarts are harmless; an existing volume of another size is a configuration
+ * error. The SDK waits (within the request timeout) for a leader, so the agent may start before
+ * the cluster has elected one.
+ */
+async function ensureVolumes(client: RdlClient, config: NbdAgentConfig, logger: Logger): Promise<void> {
+  for (const volume of config.ensureVolumes) {
+    try {
+      const { isCreated } = await client.createVolume(volume.name, volume.sizeBytes, {
+        timeoutMs: config.requestTimeoutMs,
+      });
+      logger.info({ volume: volume.name, sizeBytes: volume.sizeBytes, isCreated }, 'volume ensured');
+    } catch (err) {
+      const code = codeOf(err);
+      const message = `--ensure-volume ${volume.name}: ${code ?? 'ERROR'} ${(err as Error).message}`;
+      throw new AgentError(
+        code === 'VOLUME_EXISTS' || code === 'INVALID_ARGUMENT'
+          ? AgentErrorCode.ConfigInvalid
+          : AgentErrorCode.VolumeIoFailed,
+        message,
+        { cause: err },
+      );
+    }
+  }
+}
+
 /** Starts the NBD server for a validated configuration. */
 export async function runNbdAgent(config: NbdAgentConfig, logger: Logger): Promise<NbdAgent> {
   let provider: VolumeProvider;
@@ -190,6 +234,12 @@ export async function runNbdAgent(config: NbdAgentConfig, logger: Logger): Promi
   if (config.endpoints.length > 0) {
     client = new RdlClient({ endpoints: config.endpoints, requestTimeoutMs: config.requestTimeoutMs });
     provider = new RdlVolumeProvider(client, { requestTimeoutMs: config.requestTimeoutMs });
+    try {
+      await ensureVolumes(client, config, logger);
+    } catch (err) {
+      await client.close();
+      throw err;
+    }
   } else {
     const memory = new MemoryVolumeProvider();
     for (const volume of config.memoryVolumes) memory.createVolume(volume.name, volume.sizeBytes);
@@ -238,6 +288,11 @@ export function registerNbdCommand(program: Command): void {
       (value: string, previous: string[] = []) => [...previous, value],
     )
     .option(
+      '--ensure-volume <name:size>',
+      'create this cluster volume at start-up unless it exists (same size), repeatable',
+      (value: string, previous: string[] = []) => [...previous, value],
+    )
+    .option(
       '--request-timeout-ms <ms>',
       'deadline of one NBD request; the SDK retries leader changes and failed regions within it, then EIO',
       nbdFlagDefaults.requestTimeoutMs,
@@ -278,6 +333,7 @@ export function registerNbdCommand(program: Command): void {
         agent = await runNbdAgent(config, logger);
       } catch (err) {
         logger.error({ code: codeOf(err), err: (err as Error).message }, 'nbd server failed to start');
+        process.stderr.write(`rdl-agent nbd: [${codeOf(err) ?? 'ERROR'}] ${(err as Error).message}\n`);
         process.exitCode = 1;
         return;
       }

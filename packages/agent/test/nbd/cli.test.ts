@@ -1,7 +1,7 @@
 // Proves `rdl-agent nbd` works as a real process: it validates its flags (every problem listed in
 // one AGENT_CONFIG_INVALID, exit status 2), serves over TCP and a unix socket at once, serves the
-// cluster's volumes through --endpoints (a stand-in rdl.v1.Block server), honours --read-only, and
-// drains and exits 0 on SIGTERM. Real clients (nbdinfo, qemu-io) talk to the spawned agent.
+// cluster's volumes through --endpoints (a stand-in rdl.v1.Block server), honours --read-only,
+// creates --ensure-volume volumes idempotently, and drains and exits 0 on SIGTERM. Real clients (nbdinfo, qemu-io) talk to the spawned agent.
 import test from 'ava';
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
@@ -114,6 +114,53 @@ const skipNote = ' — skipped: nbdinfo or qemu-io not installed (apt-get instal
       t.is(fake.volumes.get('pvc1')![0], 0x17, 'the read-only export refused the write');
       agent.child.kill('SIGTERM');
       t.is(await agent.exited, 0);
+    } finally {
+      agent.child.kill('SIGKILL');
+      await fake.close();
+    }
+  },
+);
+
+(hasPeers ? test.serial : test.skip)(
+  `--ensure-volume creates a missing cluster volume and accepts an existing one of the same size${hasPeers ? '' : skipNote}`,
+  async (t) => {
+    const fake = await startFakeBlockServer({ old: 4 * MiB });
+    const agent = await spawnAgent(
+      [
+        '--endpoints',
+        fake.address,
+        '--listen',
+        '127.0.0.1:0',
+        '--ensure-volume',
+        'demo:8MiB',
+        '--ensure-volume',
+        'old:4MiB',
+      ],
+      1,
+    );
+    try {
+      t.is(fake.volumes.get('demo')?.length, 8 * MiB);
+      const info = JSON.parse((await execFileAsync('nbdinfo', ['--json', `nbd://${agent.addresses[0]}/demo`])).stdout);
+      t.is(info.exports[0]['export-size'], 8 * MiB);
+      agent.child.kill('SIGTERM');
+      t.is(await agent.exited, 0);
+      // An existing volume of another size is a configuration error: exit 1, nothing served.
+      const error = await t.throwsAsync(
+        execFileAsync(process.execPath, [
+          bin,
+          'nbd',
+          '--endpoints',
+          fake.address,
+          '--listen',
+          '127.0.0.1:0',
+          '--ensure-volume',
+          'old:1MiB',
+        ]),
+      );
+      const e = error as unknown as { code: number; stderr: string };
+      t.is(e.code, 1);
+      t.true(e.stderr.includes('AGENT_CONFIG_INVALID'), e.stderr);
+      t.is(fake.volumes.get('old')?.length, 4 * MiB);
     } finally {
       agent.child.kill('SIGKILL');
       await fake.close();

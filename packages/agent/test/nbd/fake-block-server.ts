@@ -1,7 +1,7 @@
 /**
  * A one-node stand-in for the rdl daemons in the NBD tests: a real grpc-js server on 127.0.0.1:0
- * speaking the `rdl.v1.Block` wire protocol of `@rdl/client/wire` (statVolume, listVolumes and the
- * Io stream) over in-memory volumes. Knobs let a test fail the next IO requests with a retryable
+ * speaking the `rdl.v1.Block` wire protocol of `@rdl/client/wire` (createVolume, statVolume,
+ * listVolumes and the Io stream) over in-memory volumes. Knobs let a test fail the next IO requests with a retryable
  * code or hold every request unanswered. It checks the agent's side; it is not the daemon.
  */
 import * as grpc from '@grpc/grpc-js';
@@ -43,7 +43,16 @@ export async function startFakeBlockServer(volumes: Record<string, number>): Pro
   const unimplemented = (_call: unknown, callback: grpc.sendUnaryData<never>): void =>
     callback(toGrpcError({ code: 'INTERNAL', message: 'not implemented by the fake' }));
   const implementation: BlockServer = {
-    createVolume: unimplemented,
+    createVolume: (call, callback) => {
+      const { name, sizeBytes } = call.request;
+      const existing = state.volumes.get(name);
+      if (existing !== undefined && existing.length !== sizeBytes) {
+        callback(toGrpcError({ code: 'VOLUME_EXISTS', message: `volume ${name} exists with another size` }));
+        return;
+      }
+      if (existing === undefined) state.volumes.set(name, Buffer.alloc(sizeBytes));
+      callback(null, { volume: info(name), isCreated: existing === undefined });
+    },
     deleteVolume: unimplemented,
     growVolume: unimplemented,
     status: unimplemented,
