@@ -37,6 +37,14 @@ export interface RaftTuning {
   readonly uncommittedBytesMax: number;
   readonly isLeaseReadEnabled: boolean;
   readonly clockDriftBoundMs: number;
+  readonly applyBatchBytesMax: number;
+  readonly logEntriesMax: number;
+  readonly logBytesMax: number;
+  readonly logEntriesKeep: number;
+  readonly snapshotChunkBytes: number;
+  readonly snapshotChunksInflightMax: number;
+  readonly snapshotIdleTicks: number;
+  readonly snapshotIdleRoundsMax: number;
 }
 
 /** The validated, frozen configuration of one rdld process. */
@@ -216,6 +224,80 @@ export const configOptions: readonly ConfigOption[] = [
     min: 0,
     max: 60_000,
   }),
+  option(
+    'raft.apply_batch_bytes_max',
+    'bytes',
+    4 * MiB,
+    'Most bytes of committed entries applied in one state-machine batch.',
+    {
+      min: 64 * KiB,
+      max: 1 * GiB,
+    },
+  ),
+  option(
+    'raft.log_entries_max',
+    'int',
+    50_000,
+    'Applied entries kept in the Raft log before it is compacted behind a snapshot.',
+    {
+      min: 2,
+      max: 100_000_000,
+    },
+  ),
+  option(
+    'raft.log_bytes_max',
+    'bytes',
+    256 * MiB,
+    'Bytes of applied entries kept in the Raft log before it is compacted.',
+    {
+      min: 64 * KiB,
+      max: 64 * GiB,
+    },
+  ),
+  option(
+    'raft.log_entries_keep',
+    'int',
+    5_000,
+    'Applied entries left in the log after a compaction, for followers slightly behind.',
+    {
+      min: 0,
+      max: 100_000_000,
+    },
+  ),
+  option(
+    'raft.snapshot_chunk_bytes',
+    'bytes',
+    1 * MiB,
+    'Bytes per snapshot chunk sent to a follower that is too far behind.',
+    {
+      min: 4 * KiB,
+      max: 64 * MiB,
+    },
+  ),
+  option('raft.snapshot_chunks_inflight_max', 'int', 4, 'Snapshot chunks in flight per follower (back-pressure).', {
+    min: 1,
+    max: 1024,
+  }),
+  option(
+    'raft.snapshot_idle_ticks',
+    'int',
+    20,
+    'Ticks without an acknowledged chunk before resending from the last acknowledged one.',
+    {
+      min: 1,
+      max: 100_000,
+    },
+  ),
+  option(
+    'raft.snapshot_idle_rounds_max',
+    'int',
+    3,
+    'Idle periods in a row after which a snapshot transfer is abandoned (and retried later).',
+    {
+      min: 1,
+      max: 1000,
+    },
+  ),
   option('api.request_bytes_max', 'bytes', 5 * MiB, 'Largest encoded gRPC message accepted on the block API.', {
     min: 64 * KiB,
     max: 256 * MiB,
@@ -701,6 +783,12 @@ export function loadConfig(sources: ConfigSources = {}): DaemonConfig {
   }
   if (transport && raft && transport.messageBytesMax < raft.appendBatchBytesMax + raft.entryBytesMax) {
     problems.push('transport.message_bytes_max must hold one AppendEntries batch plus one largest entry');
+  }
+  if (transport && raft && transport.messageBytesMax < raft.snapshotChunkBytes + 64 * KiB) {
+    problems.push('transport.message_bytes_max must hold one snapshot chunk (raft.snapshot_chunk_bytes) plus 64 KiB');
+  }
+  if (raft && raft.logEntriesKeep >= raft.logEntriesMax) {
+    problems.push('raft.log_entries_keep must be below raft.log_entries_max');
   }
   const listen = result.listen as Record<string, string | null> | undefined;
   if (listen) {

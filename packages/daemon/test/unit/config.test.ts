@@ -4,6 +4,7 @@
 import test from 'ava';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { defaultRaftConfig } from '@rdl/raft';
 import { loadConfig, parseArgs, parseBytes, parsePeerSpec, configOptions } from '../../src/config.js';
 
 const file = `
@@ -199,4 +200,9 @@ test('docs/configuration.md documents every key with its environment variable an
     t.true(doc.includes(`\`${opt.env}\``), `env ${opt.env}`);
     t.true(doc.includes(`\`${opt.flag}\``), `flag ${opt.flag}`);
   }
+});
+
+test('every [raft] key is a RaftNode setting', (t) => {
+  const config = loadConfig({ env: { RDL_REGION: 'a', RDL_DATA_DIR: '/d' } });
+  for (const key of Object.keys(config.raft)) t.true(key in defaultRaftConfig, `RaftConfig has no ${key}`);
 });
