@@ -17,6 +17,9 @@ export const RaftErrorCode = {
   LogCompacted: 'RAFT_LOG_COMPACTED',
   StorageFailed: 'RAFT_STORAGE_FAILED',
   ConfigInvalid: 'RAFT_CONFIG_INVALID',
+  ConfChangePending: 'RAFT_CONF_CHANGE_PENDING',
+  ConfChangeInvalid: 'RAFT_CONF_CHANGE_INVALID',
+  LearnerBehind: 'RAFT_LEARNER_BEHIND',
 } as const;
 export type RaftErrorCode = (typeof RaftErrorCode)[keyof typeof RaftErrorCode];
 

@@ -23,7 +23,7 @@ export { RaftError, RaftErrorCode } from './errors.js';
 export { RaftNode, defaultRaftConfig } from './node.js';
 export type { RaftConfig, RaftObserver, RaftLogger, RaftNodeOptions, RaftStatus, FollowerStatus } from './node.js';
 export { RaftCore, MessageType, isWellFormedMessage, messageTypeName } from './core/index.js';
-export type { Message, Ready, ReadState, CoreConfig, CoreState, Role } from './core/index.js';
+export type { Message, Ready, ReadState, CoreConfig, CoreState, Role, ConfChangeItem } from './core/index.js';
 
 /** The package name, for logs. */
 export const packageName = '@rdl/raft';

@@ -25,8 +25,8 @@ import type {
   Storage,
   Transport,
 } from './api.js';
-import type { Message, Ready, RaftCoreCode, Role } from './core/index.js';
-import { MessageType, RaftCore, isWellFormedMessage } from './core/index.js';
+import type { ConfChangeItem, Message, Ready, RaftCoreCode, Role } from './core/index.js';
+import { MessageType, RaftCore, isJoint, isWellFormedMessage } from './core/index.js';
 import { RaftError, RaftErrorCode } from './errors.js';
 
 /** Tunables of a Raft node. Validated once by `RaftNode.create`, then frozen. */
@@ -73,6 +73,8 @@ export interface RaftConfig {
   snapshotIdleTicks: number;
   /** Idle periods in a row after which a snapshot transfer is abandoned. Default 3. */
   snapshotIdleRoundsMax: number;
+  /** Ticks a learner gets to catch up before promotion fails with RAFT_LEARNER_BEHIND. Default 200. */
+  learnerCatchUpTicksMax: number;
 }
 
 /** The defaults of {@link RaftConfig}. */
@@ -98,6 +100,7 @@ export const defaultRaftConfig: Readonly<RaftConfig> = Object.freeze({
   snapshotChunksInflightMax: 4,
   snapshotIdleTicks: 20,
   snapshotIdleRoundsMax: 3,
+  learnerCatchUpTicksMax: 200,
 });
 
 /** Hooks for metrics. All optional; they must not throw. */
@@ -120,8 +123,16 @@ export interface RaftLogger {
 
 export interface RaftNodeOptions {
   id: NodeId;
-  /** Initial voters, self included; used only when storage holds no snapshot. */
+  /**
+   * The group's initial voters (self included, unless `isJoining`); used only when storage holds no
+   * snapshot. Every member must be given the same list: the log's membership changes apply to it.
+   */
   peers: readonly NodeId[];
+  /**
+   * This node joins an existing group (it is not among `peers`): it stays passive until the leader
+   * adds it (`addLearner`, `replaceMember`) and replicates the log or a snapshot to it.
+   */
+  isJoining?: boolean;
   storage: Storage;
   transport: Transport;
   stateMachine: StateMachine;
@@ -226,6 +237,7 @@ function validateConfig(partial: Partial<RaftConfig> | undefined): Readonly<Raft
     'snapshotChunksInflightMax',
     'snapshotIdleTicks',
     'snapshotIdleRoundsMax',
+    'learnerCatchUpTicksMax',
   ];
   for (const key of positiveInts) {
     const v = c[key];
@@ -294,6 +306,8 @@ export class RaftNode {
   private readsReady: { index: number; waiters: Waiter[] }[] = [];
 
   private transfer: { to: NodeId; waiter: Waiter; startTick: number } | null = null;
+  /** Membership procedures waiting for a condition (a learner caught up, a joint configuration left). */
+  private conditions: { check: () => boolean; waiter: Waiter; deadlineTick: number; onTimeout: () => RaftError }[] = [];
 
   // Persistence: Readies waiting for their write, in order; one write in flight at most.
   private persistQueue: (Ready | StorageJob)[] = [];
@@ -337,8 +351,13 @@ export class RaftNode {
    */
   static async create(options: RaftNodeOptions): Promise<RaftNode> {
     const config = validateConfig(options.config);
-    if (!options.peers.includes(options.id)) {
-      throw new RaftError(RaftErrorCode.ConfigInvalid, `peers must include this node's id ${options.id}`);
+    if (options.peers.includes(options.id) === (options.isJoining === true)) {
+      throw new RaftError(
+        RaftErrorCode.ConfigInvalid,
+        options.isJoining === true
+          ? `a joining node ${options.id} must not be among the initial peers`
+          : `peers must include this node's id ${options.id}`,
+      );
     }
     let persisted;
     let applied;
@@ -483,6 +502,127 @@ export class RaftNode {
       this.transfer = { to, waiter, startTick: this.tickCount };
       this.schedule();
     });
+  }
+
+  /**
+   * Proposes a membership change (leader only) and resolves with the configuration once its entry
+   * is applied here. One voter added or removed is a single-server change; more go through joint
+   * consensus, which the leader leaves by itself (see `replaceMember` to wait for that).
+   * RAFT_CONF_CHANGE_PENDING: another change is uncommitted or the leader has not yet committed an
+   * entry of its term (retry shortly); RAFT_CONF_CHANGE_INVALID: the change is impossible.
+   */
+  changeMembership(changes: readonly ConfChangeItem[], options?: { signal?: AbortSignal }): Promise<ConfState> {
+    if (this.isStopped) return Promise.reject(new RaftError(RaftErrorCode.Stopped, 'the Raft node stopped'));
+    const request = { changes: [...changes] };
+    const result = this.core.proposeConfChange(request);
+    if (result.code !== null) {
+      const why = result.code === 'RAFT_CONF_CHANGE_INVALID' ? `: ${this.core.explainConfChange(request)}` : '';
+      return Promise.reject(this.coded(result.code, `membership change refused${why}`, result.leaderHint));
+    }
+    this.schedule();
+    return new Promise<ConfState>((resolve, reject) => {
+      const pending: Pending = {
+        term: 0,
+        resolve: () => resolve(this.core.confAt(result.index)),
+        reject,
+        isSettled: false,
+        next: null,
+      };
+      if (options?.signal !== undefined) this.onAbort(options.signal, pending, 'membership change aborted');
+      this.track(result.index, result.term, pending);
+    });
+  }
+
+  /** Adds `id` as a learner: it receives the log but does not vote. */
+  addLearner(id: NodeId, options?: { signal?: AbortSignal }): Promise<ConfState> {
+    return this.changeMembership([{ type: 'add-learner', id }], options);
+  }
+
+  /** Removes a voter or learner (the leader itself included: it steps down once this commits). */
+  removeMember(id: NodeId, options?: { signal?: AbortSignal }): Promise<ConfState> {
+    return this.changeMembership([{ type: 'remove', id }], options);
+  }
+
+  /**
+   * Promotes learner `id` to voter once it has caught up (its match reaches the commit index at
+   * the time of the call), so that it does not hold back commits as a new voter. RAFT_LEARNER_BEHIND
+   * if it does not catch up within `learnerCatchUpTicksMax` ticks.
+   */
+  async promoteLearner(id: NodeId, options?: { signal?: AbortSignal }): Promise<ConfState> {
+    await this.waitForCatchUp(id, options);
+    return this.changeMembership([{ type: 'add-voter', id }], options);
+  }
+
+  /**
+   * Replaces member `oldId` by `newId` without losing availability — the procedure for a lost or
+   * moved region: (1) add `newId` as a learner; (2) wait until it caught up (a snapshot if needed);
+   * (3) one joint-consensus change adds `newId` as voter and removes `oldId`; (4) wait until the
+   * leader has left the joint configuration. Run it on the leader; if `oldId` is the leader, it
+   * steps down at the end and the others elect a new one.
+   */
+  async replaceMember(oldId: NodeId, newId: NodeId, options?: { signal?: AbortSignal }): Promise<ConfState> {
+    const conf = this.core.conf();
+    if (!conf.learners.includes(newId)) await this.addLearner(newId, options);
+    await this.waitForCatchUp(newId, options);
+    await this.changeMembership(
+      [
+        { type: 'add-voter', id: newId },
+        { type: 'remove', id: oldId },
+      ],
+      options,
+    );
+    await this.waitFor(
+      () => !isJoint(this.core.conf()) && this.core.lastConfIndex() <= this.appliedIndex,
+      () => this.coded('RAFT_CONF_CHANGE_PENDING', 'the joint configuration was not left in time'),
+      options,
+    );
+    return this.core.conf();
+  }
+
+  private waitForCatchUp(id: NodeId, options?: { signal?: AbortSignal }): Promise<void> {
+    const target = this.core.log.committed;
+    return this.waitFor(
+      () => {
+        if (this.core.role !== 'leader') throw this.notLeader();
+        const pr = this.core.progress.get(id);
+        return pr !== undefined && pr.match >= target;
+      },
+      () => new RaftError(RaftErrorCode.LearnerBehind, `${id} did not catch up with index ${target} in time`),
+      options,
+    );
+  }
+
+  /** Resolves once `check()` holds (evaluated after every loop turn and tick), or times out. */
+  private waitFor(check: () => boolean, onTimeout: () => RaftError, options?: { signal?: AbortSignal }): Promise<void> {
+    if (this.isStopped) return Promise.reject(new RaftError(RaftErrorCode.Stopped, 'the Raft node stopped'));
+    return new Promise<void>((resolve, reject) => {
+      const waiter: Waiter = { resolve, reject, isSettled: false };
+      if (options?.signal !== undefined) this.onAbort(options.signal, waiter, 'aborted');
+      this.conditions.push({
+        check,
+        waiter,
+        deadlineTick: this.tickCount + this.config.learnerCatchUpTicksMax,
+        onTimeout,
+      });
+      this.schedule();
+      this.checkConditions();
+    });
+  }
+
+  private checkConditions(): void {
+    if (this.conditions.length === 0) return;
+    const remaining: typeof this.conditions = [];
+    for (const c of this.conditions) {
+      if (c.waiter.isSettled) continue;
+      try {
+        if (c.check()) this.settle(c.waiter, null);
+        else if (this.tickCount > c.deadlineTick) this.settle(c.waiter, c.onTimeout());
+        else remaining.push(c);
+      } catch (error) {
+        this.settle(c.waiter, error as RaftError);
+      }
+    }
+    this.conditions = remaining;
   }
 
   /** A snapshot of the node's state, for health checks and metrics. */
@@ -1121,6 +1261,7 @@ export class RaftNode {
   /** Leader changes, commits and the transfer's outcome, reported after each loop turn. */
   private observe(): void {
     const core = this.core;
+    this.checkConditions();
     if (core.lead !== this.lastLeader || core.term !== this.lastTerm) {
       if (core.lead !== this.lastLeader) {
         this.log.info({ leader: core.lead, term: core.term, role: core.role }, 'raft leader changed');
@@ -1206,6 +1347,8 @@ export class RaftNode {
     this.readsReady = [];
     if (this.transfer !== null) this.settle(this.transfer.waiter, error);
     this.transfer = null;
+    for (const c of this.conditions) this.settle(c.waiter, error);
+    this.conditions = [];
     for (const out of [...this.outgoing.values()]) this.closeOutgoing(out);
     if (this.incoming !== null) this.closeIncoming(this.incoming);
   }

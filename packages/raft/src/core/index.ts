@@ -28,3 +28,5 @@ export { RaftLog, ENTRY_OVERHEAD_BYTES, entryBytes } from './log.js';
 export { Progress, ProgressState, Inflights } from './progress.js';
 export { VoteResult, majority, majorityValue, jointMajorityValue, voteResult, jointVoteResult } from './quorum.js';
 export { RaftAssertionError, assert } from './assert.js';
+export { applyConfChange, decodeConfChange, encodeConfChange, isJoint } from './confchange.js';
+export type { ConfChangeItem, ConfChangeRequest } from './confchange.js';

@@ -15,6 +15,8 @@ import type { Message } from './messages.js';
 import { CAMPAIGN_TRANSFER, CONTEXT_NEED_SNAPSHOT, MessageType, PropRejectReason } from './messages.js';
 import { Progress, ProgressState } from './progress.js';
 import { VoteResult, jointMajorityValue, jointVoteResult } from './quorum.js';
+import type { ConfChangeRequest } from './confchange.js';
+import { applyConfChange, decodeConfChange, encodeConfChange, isJoint } from './confchange.js';
 
 /** A node's role. `pre-candidate` is a node running a pre-vote before a real campaign. */
 export type Role = 'follower' | 'pre-candidate' | 'candidate' | 'leader';
@@ -117,6 +119,8 @@ export interface Ready {
 
 /** Codes the core reports for refused requests; the driver turns them into `RaftError`s. */
 export type RaftCoreCode =
+  | 'RAFT_CONF_CHANGE_PENDING'
+  | 'RAFT_CONF_CHANGE_INVALID'
   | 'RAFT_NOT_LEADER'
   | 'RAFT_PROPOSAL_DROPPED'
   | 'RAFT_ENTRY_TOO_LARGE'
@@ -183,6 +187,15 @@ export class RaftCore {
   private voters: NodeId[];
   private votersOutgoing: NodeId[];
   private learners: NodeId[];
+  private learnersNext: NodeId[] = [];
+  /** The configuration the log starts with (the snapshot's, or the initial one) and its index. */
+  private baseConf: ConfState;
+  private baseConfIndex: number;
+  /**
+   * Configurations from ConfChange entries still in the log, ascending. Raft §4.1: a server uses the
+   * latest configuration in its log, committed or not; a truncated entry takes its change with it.
+   */
+  private configs: { index: number; term: number; conf: ConfState }[] = [];
   /** Progress of every member (voters and learners, self included), meaningful on the leader. */
   readonly progress = new Map<NodeId, Progress>();
   private readonly votes = new Map<NodeId, boolean>();
@@ -253,9 +266,13 @@ export class RaftCore {
     this.voters = [...state.conf.voters];
     this.votersOutgoing = [...state.conf.votersOutgoing];
     this.learners = [...state.conf.learners];
+    this.learnersNext = [...state.conf.learnersNext];
+    this.baseConf = state.conf;
+    this.baseConfIndex = snap?.index ?? 0;
     for (const id of this.members()) {
       this.progress.set(id, new Progress(config.inflightMessagesMax, config.inflightBytesMax, !this.isVoterId(id)));
     }
+    this.syncConfs(state.entries);
     this.becomeFollower(this.term, null);
   }
 
@@ -298,6 +315,29 @@ export class RaftCore {
     if (reason !== 0) return this.refused(REJECT_CODES[reason]);
     const index = this.appendLeaderEntries(data, EntryType.Normal, bytes);
     return { code: null, index, term: this.term, isForwarded: false, leaderHint: this.id };
+  }
+
+  /**
+   * Proposes a membership change (leader only). Refused with RAFT_CONF_CHANGE_PENDING while another
+   * change is uncommitted or before the leader committed an entry of its term (the single-server
+   * change bug, dissertation §4.1 errata), and RAFT_CONF_CHANGE_INVALID for an impossible change.
+   * The new configuration takes effect at once, when the entry is appended (§4.1).
+   */
+  proposeConfChange(request: ConfChangeRequest): ProposeResult {
+    if (this.role !== 'leader') return this.refused('RAFT_NOT_LEADER');
+    if (this.leadTransferee !== null) return this.refused('RAFT_PROPOSAL_DROPPED');
+    if (this.log.term(this.log.committed) !== this.term || this.lastConfIndex() > this.log.committed) {
+      return this.refused('RAFT_CONF_CHANGE_PENDING');
+    }
+    const next = applyConfChange(this.currentConf(), request);
+    if (typeof next === 'string') return this.refused('RAFT_CONF_CHANGE_INVALID');
+    return this.appendConfChange(request, next);
+  }
+
+  /** Why `request` would be refused as invalid right now, or null (for error messages). */
+  explainConfChange(request: ConfChangeRequest): string | null {
+    const next = applyConfChange(this.currentConf(), request);
+    return typeof next === 'string' ? next : null;
   }
 
   /**
@@ -491,6 +531,9 @@ export class RaftCore {
     const meta = this.snapshotMetaAt(index);
     this.log.compact(index);
     this.snapshotMeta = meta;
+    this.baseConf = meta.conf;
+    this.baseConfIndex = index;
+    this.configs = this.configs.filter((c) => c.index > index);
     return meta;
   }
 
@@ -498,7 +541,7 @@ export class RaftCore {
   snapshotMetaAt(index: number): SnapshotMeta {
     const term = this.log.term(index);
     assert(term >= 0, `no term known for index ${index}`);
-    return { index, term, conf: this.conf() };
+    return { index, term, conf: this.confAt(index) };
   }
 
   /**
@@ -530,7 +573,10 @@ export class RaftCore {
     this.log.restore(meta.index, meta.term, isKeepingEntries);
     this.snapshotMeta = meta;
     this.isSnapshotNeeded = false;
-    this.applyConf(meta.conf);
+    this.baseConf = meta.conf;
+    this.baseConfIndex = meta.index;
+    this.configs = this.configs.filter((c) => c.index > meta.index && this.log.term(c.index) === c.term);
+    this.applyConf(this.currentConf());
     if (from !== null) this.send(MessageType.AppResp, from, 0, meta.index, NO_ENTRIES, 0, false, 0, 0, false);
   }
 
@@ -542,8 +588,58 @@ export class RaftCore {
       voters: [...this.voters],
       learners: [...this.learners],
       votersOutgoing: [...this.votersOutgoing],
-      learnersNext: [],
+      learnersNext: [...this.learnersNext],
     };
+  }
+
+  /** The index of the latest ConfChange entry in the log (or of the base configuration). */
+  lastConfIndex(): number {
+    return this.configs.length > 0 ? this.configs[this.configs.length - 1].index : this.baseConfIndex;
+  }
+
+  private currentConf(): ConfState {
+    return this.configs.length > 0 ? this.configs[this.configs.length - 1].conf : this.baseConf;
+  }
+
+  /** The configuration in force at log index `index`. */
+  confAt(index: number): ConfState {
+    for (let i = this.configs.length - 1; i >= 0; i--) if (this.configs[i].index <= index) return this.configs[i].conf;
+    return this.baseConf;
+  }
+
+  private appendConfChange(request: ConfChangeRequest, next: ConfState): ProposeResult {
+    const index = this.log.lastIndex() + 1;
+    this.configs.push({ index, term: this.term, conf: next });
+    this.applyConf(next);
+    const data = encodeConfChange(request);
+    this.appendLeaderEntries([data], EntryType.ConfChange, data.byteLength + ENTRY_OVERHEAD_BYTES);
+    return { code: null, index, term: this.term, isForwarded: false, leaderHint: this.id };
+  }
+
+  /**
+   * Brings the configuration in line with the log after it changed: drops changes whose entries
+   * were truncated, adds those among `entries` now in the log.
+   */
+  private syncConfs(entries: readonly Entry[]): void {
+    let isChanged = false;
+    while (this.configs.length > 0) {
+      const last = this.configs[this.configs.length - 1];
+      if (this.log.term(last.index) === last.term) break;
+      this.configs.pop();
+      isChanged = true;
+    }
+    for (let i = 0; i < entries.length; i++) {
+      const e = entries[i];
+      if (e.type !== EntryType.ConfChange || e.index <= this.lastConfIndex()) continue;
+      if (this.log.term(e.index) !== e.term) continue;
+      const request = decodeConfChange(e.data);
+      assert(request !== null, `malformed ConfChange entry at ${e.index}`);
+      const next = applyConfChange(this.currentConf(), request);
+      assert(typeof next !== 'string', `invalid ConfChange entry at ${e.index}: ${String(next)}`);
+      this.configs.push({ index: e.index, term: e.term, conf: next });
+      isChanged = true;
+    }
+    if (isChanged) this.applyConf(this.currentConf());
   }
 
   /** Whether this node may campaign. */
@@ -556,6 +652,7 @@ export class RaftCore {
     this.voters = [...conf.voters];
     this.votersOutgoing = [...conf.votersOutgoing];
     this.learners = [...conf.learners];
+    this.learnersNext = [...conf.learnersNext];
     const members = new Set(this.members());
     for (const id of [...this.progress.keys()]) if (!members.has(id)) this.progress.delete(id);
     for (const id of members) {
@@ -909,6 +1006,7 @@ export class RaftCore {
     }
     const lastNew = log.maybeAppend(m.index, m.logTerm, m.commit, m.entries);
     if (lastNew >= 0) {
+      this.syncConfs(m.entries);
       this.sendAfterPersist(MessageType.AppResp, m.from, 0, lastNew, false, 0);
       return;
     }
@@ -1056,10 +1154,23 @@ export class RaftCore {
       this.readsBeforeCommit = [];
       for (const id of waiting) this.startRead(id);
     }
+    if (this.lastConfIndex() <= index) {
+      if (!this.isVoterId(this.id)) {
+        // Raft §4.2.2: a leader removed from the configuration steps down once the change commits.
+        this.becomeFollower(this.term, null);
+        return true;
+      }
+      if (isJoint(this.currentConf()) && this.leadTransferee === null) {
+        // §4.3: once C_old,new is committed, the leader moves on to C_new by itself.
+        const leave: ConfChangeRequest = { changes: [] };
+        this.appendConfChange(leave, applyConfChange(this.currentConf(), leave) as ConfState);
+      }
+    }
     return true;
   }
 
   private bcastAppend(): void {
+    if (this.role !== 'leader') return;
     for (const id of this.progress.keys()) if (id !== this.id) this.sendAppend(id, true);
   }
 

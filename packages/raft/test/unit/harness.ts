@@ -64,14 +64,14 @@ export class Network {
   readonly sent: Message[] = [];
   private readonly cut = new Set<string>();
 
-  constructor(ids: readonly NodeId[], overrides: Partial<CoreConfig> = {}) {
+  constructor(ids: readonly NodeId[], overrides: Partial<CoreConfig> = {}, voters: readonly NodeId[] = ids) {
     for (const id of ids) {
       const core = new RaftCore(coreConfig(id, overrides), {
         hardState: { term: 0, vote: null, commit: 0 },
         snapshot: null,
         entries: [],
         appliedIndex: 0,
-        conf: { voters: [...ids], learners: [], votersOutgoing: [], learnersNext: [] },
+        conf: { voters: [...voters], learners: [], votersOutgoing: [], learnersNext: [] },
       });
       this.nodes.set(id, {
         core,
