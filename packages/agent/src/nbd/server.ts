@@ -530,7 +530,12 @@ class NbdConnection {
     this.#pause();
     this.#handleOption(option, data).then(
       (next) => {
-        if (this.#isClosed || this.#phase !== Phase.OptionBusy) return;
+        if (this.#isClosed) {
+          // The client left while the option was answered: release a handle opened meanwhile.
+          if (next === Phase.Transmission) void this.#handle?.close();
+          return;
+        }
+        if (this.#phase !== Phase.OptionBusy) return;
         this.#phase = next;
         if (next === Phase.Transmission) this.#enterTransmission();
         this.#pump();
