@@ -150,19 +150,23 @@ export class Cluster {
   }
 
   /**
-   * Asks the leader `from` to hand leadership to `to`, retrying LEADER_TRANSFER_FAILED: the core
-   * gives a transfer one election timeout, which a loaded test machine can miss.
+   * Makes `to` the leader: asks whoever leads now (starting with `from`) to hand leadership over,
+   * retrying on LEADER_TRANSFER_FAILED, NOT_LEADER and UNAVAILABLE. The core gives a transfer one
+   * election timeout, and a loaded test machine can also see an election in between.
    */
   async transferLeader(
     from: string,
     to: string,
-    attempts = 5,
+    attempts = 8,
   ): Promise<{ leader: { region: string; clientAddress: string } }> {
+    let current = from;
     for (let attempt = 1; ; attempt++) {
       try {
-        return await this.member(from).client.call('transferLeader', { region: to });
+        return await this.member(current).client.call('transferLeader', { region: to });
       } catch (err) {
-        if ((err as { code?: string }).code !== 'LEADER_TRANSFER_FAILED' || attempt >= attempts) throw err;
+        const code = (err as { code?: string }).code ?? '';
+        if (!['LEADER_TRANSFER_FAILED', 'NOT_LEADER', 'UNAVAILABLE'].includes(code) || attempt >= attempts) throw err;
+        current = await this.waitForLeader();
       }
     }
   }
