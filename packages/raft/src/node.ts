@@ -625,6 +625,23 @@ export class RaftNode {
     this.conditions = remaining;
   }
 
+  /**
+   * Reads log entries [lo, hi] (clipped to the last index) from memory, e.g. for debugging or a
+   * change feed. RAFT_LOG_COMPACTED when `lo` is below the first index still in the log: that
+   * prefix lives only in the state machine's snapshot now.
+   */
+  readEntries(lo: number, hi: number): readonly Entry[] {
+    const log = this.core.log;
+    if (!Number.isSafeInteger(lo) || !Number.isSafeInteger(hi) || lo < log.firstIndex()) {
+      throw new RaftError(
+        RaftErrorCode.LogCompacted,
+        `entries from ${lo} are compacted; the log starts at ${log.firstIndex()}`,
+      );
+    }
+    const last = Math.min(hi, log.lastIndex());
+    return last < lo ? [] : log.slice(lo, last, Infinity);
+  }
+
   /** A snapshot of the node's state, for health checks and metrics. */
   status(): RaftStatus {
     const core = this.core;

@@ -77,6 +77,13 @@ test('§7 compaction keeps the log bounded, and a follower behind the log start 
   await c.until(() => leader.storage.snapshot !== null);
   t.true(leader.storage.snapshot!.index > 20, 'the leader compacted its log');
   t.true(leader.storage.entries.length <= 30, `stored log bounded (${leader.storage.entries.length} entries)`);
+  const error = t.throws(() => leader.node.readEntries(1, 5));
+  t.is((error as { code?: string }).code, 'RAFT_LOG_COMPACTED');
+  const last = leader.node.status().lastIndex;
+  t.deepEqual(
+    leader.node.readEntries(last, last + 5).map((e) => e.index),
+    [last],
+  );
   let snapChunks = 0;
   c.hub.filter = (m: RaftMessage) => {
     if (m.type === MessageType.Snap) snapChunks++;
