@@ -47,7 +47,7 @@ function describeMachine(): Record<string, string | number> {
     cpus: os.availableParallelism(),
     cpuModel: os.cpus()[0]?.model ?? 'unknown',
     memoryGiB: Math.round((os.totalmem() / 2 ** 30) * 10) / 10,
-    tmpFilesystem: tryRun('stat', ['-f', '-c', '%T', os.tmpdir()]),
+    tmpFilesystem: tryRun('findmnt', ['-n', '-o', 'FSTYPE', '--target', os.tmpdir()]),
     tmpDevice: tryRun('findmnt', ['-n', '-o', 'SOURCE', '--target', os.tmpdir()]),
     kernel: os.release(),
     // Other work on the machine skews every figure; the load at the start says how much there was.
