@@ -94,9 +94,16 @@ export interface StateMachine {
    * Entries of type ConfChange are passed too (so the applied index advances) and should be ignored.
    */
   apply(entries: readonly Entry[]): Promise<unknown[]>;
-  /** Opens a consistent snapshot of the state at the current applied index. */
+  /**
+   * Opens a consistent snapshot of the state at the current applied index, which `meta.index`
+   * names. The driver calls it with no `apply` in flight and starts none until it resolves, so the
+   * applied index cannot move underneath it.
+   */
   openSnapshot(meta: SnapshotMeta): Promise<SnapshotReader>;
-  /** Starts receiving a snapshot that will replace the whole state. */
+  /**
+   * Starts receiving a snapshot that will replace the whole state. The driver starts no `apply`
+   * between the last chunk and `commit()`.
+   */
   beginRestore(meta: SnapshotMeta): Promise<SnapshotWriter>;
 }
 
@@ -125,9 +132,15 @@ export interface Storage {
    */
   append(entries: readonly Entry[], hardState: HardState | null): Promise<void>;
   /**
-   * Records that a snapshot at `meta` is durable in the state machine and drops every entry with an
-   * index at or below `meta.index`. Entries above it are kept if they match (`keepEntriesAfter`),
-   * else the whole log is dropped (a follower that installed a newer snapshot).
+   * Records `meta` as the snapshot the log starts after (returned by `load`) and drops every entry
+   * with an index at or below `meta.index`. Entries above it are kept if `keepEntriesAfter` (our
+   * entry at `meta.index` has `meta.term`), else the whole log is dropped. Durable when it resolves.
+   *
+   * Two callers: log compaction (`keepEntriesAfter` true; the state machine is already durable at
+   * or past `meta.index`), and a follower installing a received snapshot, which calls it just
+   * BEFORE `SnapshotWriter.commit()`. A crash between the two leaves a state machine behind the
+   * log's start; at the next boot the core notices (applied index < snapshot index), applies
+   * nothing and asks the leader for a snapshot again.
    */
   applySnapshot(meta: SnapshotMeta, keepEntriesAfter: boolean): Promise<void>;
   /** Drops entries at or below `index` (log compaction after a local snapshot). Need not fsync. */
