@@ -165,7 +165,10 @@ async function main(argv: readonly string[]): Promise<void> {
   const say = (line: string): void => {
     process.stdout.write(`${line}\n`);
   };
-  const shown = (path: string): string => relative(process.cwd(), path) || '.';
+  const shown = (path: string): string => {
+    const short = relative(process.cwd(), path) || '.';
+    return short.startsWith('..') ? path : short;
+  };
 
   const regions = devRegions(dataRoot, Number(options.basePort));
   const supervisor = new Supervisor(Number(options.restartDelayMs), say);
@@ -229,7 +232,12 @@ async function main(argv: readonly string[]): Promise<void> {
         `  ${r.region.padEnd(8)} pid ${String(supervisor.pidOf(r.region)).padEnd(7)} client 127.0.0.1:${r.clientPort}  peer 127.0.0.1:${r.peerPort}  metrics http://127.0.0.1:${r.metricsPort}/metrics`,
     ),
     '',
-    'Try, in another terminal, from this directory (rdlctl talks to all three regions by default):',
+    ...(options.basePort === '7001'
+      ? ['Try, in another terminal, from this directory (rdlctl talks to all three regions by default):']
+      : [
+          'Try, in another terminal, from this directory (first point rdlctl at these ports):',
+          `  export RDL_ENDPOINTS=${regions.map((r) => `127.0.0.1:${r.clientPort}`).join(',')}`,
+        ]),
     '  npx rdlctl status',
     '  npx rdlctl volume create demo --size 64MiB',
     '  head -c 10MiB /dev/urandom > /tmp/in.img',
