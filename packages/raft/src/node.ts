@@ -209,6 +209,8 @@ interface IncomingSnapshot {
   expectedSeq: number;
   chain: Promise<void>;
   isClosed: boolean;
+  /** The last chunk arrived and the install (log record, commit) is under way: never abort it. */
+  isInstalling: boolean;
 }
 
 interface ForwardBatch {
@@ -1141,6 +1143,7 @@ export class RaftNode {
     const chunk = m.snapshot!;
     const meta = chunk.meta;
     let inc = this.incoming;
+    if (inc !== null && inc.isInstalling) return; // the sender retries after its idle timeout
     if (inc !== null && (inc.meta.index !== meta.index || inc.meta.term !== meta.term || inc.from !== m.from)) {
       if (chunk.seq !== 0) return; // a chunk of a transfer we are not in: the sender times out
       this.closeIncoming(inc);
@@ -1152,7 +1155,15 @@ export class RaftNode {
         this.sendSnapshotAck(m.from, meta.index, chunk.seq, true);
         return;
       }
-      inc = { from: m.from, meta, writer: null, expectedSeq: 0, chain: Promise.resolve(), isClosed: false };
+      inc = {
+        from: m.from,
+        meta,
+        writer: null,
+        expectedSeq: 0,
+        chain: Promise.resolve(),
+        isClosed: false,
+        isInstalling: false,
+      };
       this.incoming = inc;
     }
     const transfer = inc;
@@ -1168,7 +1179,10 @@ export class RaftNode {
         await transfer.writer.write(chunk.data);
         transfer.expectedSeq++;
         this.sendSnapshotAck(m.from, meta.index, chunk.seq, false);
-        if (chunk.isLast) await this.installIncoming(transfer);
+        if (chunk.isLast) {
+          transfer.isInstalling = true;
+          await this.installIncoming(transfer);
+        }
       })
       .catch((cause: unknown) => {
         this.log.warn({ err: cause, from: m.from }, 'receiving a snapshot failed');
@@ -1191,7 +1205,14 @@ export class RaftNode {
       // leaves a state machine behind the log's start, which the core detects at boot and repairs
       // by asking the leader for a snapshot again.
       await this.storageJob(() => this.storage.applySnapshot(meta, isKeepingEntries));
-      await inc.writer!.commit();
+      try {
+        await inc.writer!.commit();
+      } catch (cause) {
+        // The log already starts after the snapshot: this node cannot go on with its old state.
+        // Halting is safe; at the next boot the core sees the state machine behind the log start.
+        this.fatal(cause, 'SnapshotWriter.commit failed after the log recorded the snapshot');
+        return;
+      }
       inc.writer = null;
       this.closeIncoming(inc);
       core.installSnapshot(meta, isKeepingEntries, inc.from);
