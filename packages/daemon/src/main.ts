@@ -79,7 +79,7 @@ async function main(argv: readonly string[]): Promise<void> {
       process.exit(EXIT_FAILURE);
     }
     logger.info({ signal }, 'stopping on signal');
-    notifySystemd(logger, '--stopping');
+    notifySystemd(logger, 'STOPPING=1');
     daemon.stop().then(
       () => {
         process.exitCode = 0;
