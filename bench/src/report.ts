@@ -258,9 +258,12 @@ export interface CommitFollows {
   readonly farFollower: Region;
   readonly farRttMs: number;
   /**
-   * With a baseline: the latency the emulation added is closer to the near round trip than to the
-   * far one. Without: p50 is below the far round trip.
+   * `near`: the latency the emulation added is closer to the near round trip than to the far one
+   * (without a baseline: p50 is below the far round trip). `far`: closer to the far one.
+   * `inconclusive`: the added latency is farther from both than they are from each other, i.e.
+   * run-to-run noise is larger than the effect being measured.
    */
+  readonly verdict: 'near' | 'far' | 'inconclusive';
   readonly isFollowingNearest: boolean;
 }
 
@@ -283,6 +286,15 @@ export function commitFollows(
   const near = followers[0];
   const far = followers[followers.length - 1];
   const addedMs = baselineP50Ms === null ? null : p50Ms - baselineP50Ms;
+  let verdict: CommitFollows['verdict'];
+  if (addedMs === null) {
+    verdict = p50Ms < far.rttMs ? 'near' : 'far';
+  } else {
+    const gapMs = far.rttMs - near.rttMs;
+    const toNear = Math.abs(addedMs - near.rttMs);
+    const toFar = Math.abs(addedMs - far.rttMs);
+    verdict = toNear > gapMs && toFar > gapMs ? 'inconclusive' : toNear < toFar ? 'near' : 'far';
+  }
   return {
     leader,
     p50Ms,
@@ -291,18 +303,24 @@ export function commitFollows(
     expectedRttMs: near.rttMs,
     farFollower: far.region,
     farRttMs: far.rttMs,
-    isFollowingNearest:
-      addedMs === null ? p50Ms < far.rttMs : Math.abs(addedMs - near.rttMs) < Math.abs(addedMs - far.rttMs),
+    verdict,
+    isFollowingNearest: verdict === 'near',
   };
 }
 
 /** One sentence on which region pair the commit latency follows. */
 export function formatCommitFollows(c: CommitFollows): string {
-  const pairs = `the ${c.leader}–${c.expectedFollower} round trip (${c.expectedRttMs} ms), not ${c.leader}–${c.farFollower} (${c.farRttMs} ms)`;
+  const near = `${c.leader}–${c.expectedFollower} round trip (${c.expectedRttMs} ms)`;
+  const far = `${c.leader}–${c.farFollower} round trip (${c.farRttMs} ms)`;
   const measured =
     c.baselineP50Ms === null
       ? `4 KiB write p50 at 1 in flight is ${c.p50Ms.toFixed(2)} ms`
       : `4 KiB write p50 at 1 in flight is ${c.p50Ms.toFixed(2)} ms with emulated latency and ${c.baselineP50Ms.toFixed(2)} ms without; the emulation added ${(c.p50Ms - c.baselineP50Ms).toFixed(2)} ms`;
-  const verdict = c.isFollowingNearest ? `which follows ${pairs}` : `which does NOT follow ${pairs}`;
+  const verdict =
+    c.verdict === 'near'
+      ? `which follows the ${near}, not the ${far}`
+      : c.verdict === 'far'
+        ? `which is closer to the ${far} than to the ${near}: the commit waited for the far region`
+        : `which is farther from both the ${near} and the ${far} than they are from each other: run-to-run noise exceeds the effect, so this run shows neither`;
   return `Leader in ${c.leader}: ${measured}, ${verdict}.`;
 }

@@ -116,12 +116,18 @@ test('with the leader in Geneva the commit should follow the Geneva-Gland round 
   t.true(near.isFollowingNearest);
   t.regex(
     formatCommitFollows(near),
-    /added 0\.40 ms, which follows the geneva–gland round trip \(0\.35 ms\), not geneva–lucerne \(2\.5 ms\)/,
+    /added 0\.40 ms, which follows the geneva–gland round trip \(0\.35 ms\), not the geneva–lucerne round trip \(2\.5 ms\)/,
   );
   // An added 2.4 ms means the commit waited for the far region.
   const far = commitFollows('geneva', rtt, 3.4, 1.0);
+  t.is(far.verdict, 'far');
   t.false(far.isFollowingNearest);
-  t.regex(formatCommitFollows(far), /does NOT follow/);
+  t.regex(formatCommitFollows(far), /closer to the geneva–lucerne round trip \(2\.5 ms\)/);
+  // An added 15.5 ms is noise, not either round trip: no claim either way.
+  const noisy = commitFollows('geneva', rtt, 24.89, 9.38);
+  t.is(noisy.verdict, 'inconclusive');
+  t.false(noisy.isFollowingNearest);
+  t.regex(formatCommitFollows(noisy), /noise exceeds the effect/);
   // Without a baseline, only a p50 under the far round trip is evidence.
   t.true(commitFollows('geneva', rtt, 1.2, null).isFollowingNearest);
   t.false(commitFollows('geneva', rtt, 3.2, null).isFollowingNearest);
