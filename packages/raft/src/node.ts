@@ -656,7 +656,7 @@ export class RaftNode {
     }
     return {
       id: core.id,
-      role: core.isPromotable() ? core.role : 'learner',
+      role: core.isVoter() ? core.role : 'learner',
       term: core.term,
       leader: core.lead,
       commitIndex: core.log.committed,

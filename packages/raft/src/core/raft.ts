@@ -642,6 +642,11 @@ export class RaftCore {
     if (isChanged) this.applyConf(this.currentConf());
   }
 
+  /** Whether this node is a voter of the current configuration. */
+  isVoter(): boolean {
+    return this.isVoterId(this.id);
+  }
+
   /** Whether this node may campaign. */
   isPromotable(): boolean {
     return this.isVoterId(this.id) && !this.isSnapshotNeeded;
@@ -1033,10 +1038,21 @@ export class RaftCore {
       return;
     }
     const wasPaused = pr.isPaused();
-    if (!pr.maybeUpdate(m.index)) return;
-    if (pr.state === ProgressState.Snapshot && pr.match >= pr.pendingSnapshot) pr.becomeProbe();
-    if (pr.state === ProgressState.Probe) pr.becomeReplicate();
-    else if (pr.state === ProgressState.Replicate) pr.inflights.freeLE(m.index);
+    const isUpdated = pr.maybeUpdate(m.index);
+    if (pr.state === ProgressState.Snapshot) {
+      // The follower installed a snapshot (or never needed it): once what it has reaches our log's
+      // start, plain appends can take over. Its ack may not raise match (it acked this before).
+      if (pr.match + 1 < this.log.firstIndex()) return;
+      pr.pendingSnapshot = 0;
+      pr.becomeProbe();
+      pr.becomeReplicate();
+    } else if (!isUpdated) {
+      return;
+    } else if (pr.state === ProgressState.Probe) {
+      pr.becomeReplicate();
+    } else {
+      pr.inflights.freeLE(m.index);
+    }
     if (this.maybeCommit()) this.bcastAppend();
     else if (wasPaused) this.sendAppend(m.from, true);
     // Fill the pipeline with whatever else is waiting (bounded by the inflight window).

@@ -198,3 +198,39 @@ test('a failed snapshot is reported: the follower is probed again after its next
   net.tick(1, ['a']);
   t.is(a.progress.get('c')!.state, ProgressState.Snapshot, 'still behind the log start: a new snapshot is requested');
 });
+
+test('a follower whose snapshot ack does not raise its match (it had acked that index before) leaves the Snapshot state', (t) => {
+  const net = new Network(ids);
+  net.elect('a');
+  net.propose('a', 'x');
+  const a = net.core('a');
+  const match = a.progress.get('b')!.match;
+  a.step({
+    type: MessageType.AppResp,
+    from: 'b',
+    to: 'a',
+    term: 1,
+    logTerm: 0,
+    index: match,
+    entries: [],
+    commit: 0,
+    reject: true,
+    rejectHint: 0,
+    context: CONTEXT_NEED_SNAPSHOT,
+  });
+  t.is(a.progress.get('b')!.state, ProgressState.Snapshot);
+  a.step({
+    type: MessageType.AppResp,
+    from: 'b',
+    to: 'a',
+    term: 1,
+    logTerm: 0,
+    index: match,
+    entries: [],
+    commit: 0,
+    reject: false,
+    rejectHint: 0,
+    context: 0,
+  });
+  t.is(a.progress.get('b')!.state, ProgressState.Replicate);
+});

@@ -153,3 +153,29 @@ test('restart from a compacted log plus its suffix restores the same state and k
   t.deepEqual(restarted.sm.log, leader.sm.log);
   for (const n of c.nodes.values()) await n.node.stop();
 });
+
+test('a crash between recording a received snapshot and committing it is repaired at boot by a new snapshot', async (t) => {
+  const c = await cluster();
+  await c.until(() => c.leader() !== undefined);
+  const leaderId = c.leader()!;
+  const leader = c.nodes.get(leaderId)!;
+  await writeMany(leader.node, 'w', 40);
+  await c.until(() => leader.storage.snapshot !== null && [...c.nodes.values()].every((n) => n.sm.log.length === 40));
+  const victimId = ids.find((id) => id !== leaderId)!;
+  const victim = c.nodes.get(victimId)!;
+  await victim.node.stop();
+  // Simulate the crash: the log records a snapshot past the state machine, which stayed behind.
+  const meta = leader.storage.snapshot!;
+  victim.storage.snapshot = meta;
+  victim.storage.entries = [];
+  victim.sm.applied = 3;
+  victim.sm.log = victim.sm.log.slice(0, 2);
+  await c.boot(victimId, victim.storage, victim.sm);
+  const restarted = c.nodes.get(victimId)!;
+  t.is(restarted.node.status().role, 'follower');
+  await writeMany(leader.node, 'x', 2);
+  await c.until(() => restarted.sm.log.length === 42);
+  t.deepEqual(restarted.sm.log, leader.sm.log);
+  t.true(restarted.sm.restoresCommitted >= 1, 'repaired by a snapshot');
+  for (const n of c.nodes.values()) await n.node.stop();
+});
