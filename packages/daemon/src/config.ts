@@ -77,6 +77,8 @@ export interface DaemonConfig {
     readonly streamInflightBytesMax: number;
     /** IO requests in flight on the whole daemon before new ones get RESOURCE_EXHAUSTED. */
     readonly daemonInflightMax: number;
+    /** IO payload bytes in flight on the whole daemon before new requests get RESOURCE_EXHAUSTED. */
+    readonly daemonInflightBytesMax: number;
     /** How long a request waits for commit (writes) or a read index (reads) before DEADLINE_EXCEEDED. */
     readonly requestTimeoutMs: number;
   };
@@ -317,6 +319,10 @@ export const configOptions: readonly ConfigOption[] = [
   option('api.daemon_inflight_max', 'int', 4096, 'IO requests in flight on the whole daemon.', {
     min: 1,
     max: 1_000_000,
+  }),
+  option('api.daemon_inflight_bytes_max', 'bytes', 256 * MiB, 'IO payload bytes in flight on the whole daemon.', {
+    min: 64 * KiB,
+    max: 64 * GiB,
   }),
   option(
     'api.request_timeout_ms',
@@ -777,6 +783,9 @@ export function loadConfig(sources: ConfigSources = {}): DaemonConfig {
     problems.push(
       `api.io_bytes_max (${api.ioBytesMax}) plus 64 KiB of command overhead must fit in raft.entry_bytes_max (${raft.entryBytesMax})`,
     );
+  }
+  if (api && (api.ioBytesMax > api.streamInflightBytesMax || api.streamInflightBytesMax > api.daemonInflightBytesMax)) {
+    problems.push('api.io_bytes_max <= api.stream_inflight_bytes_max <= api.daemon_inflight_bytes_max must hold');
   }
   if (api && api.ioBytesMax + 64 * KiB > api.requestBytesMax) {
     problems.push(`api.io_bytes_max plus 64 KiB of framing must fit in api.request_bytes_max`);

@@ -70,6 +70,7 @@ export interface ApiLimits {
   readonly streamInflightMax: number;
   readonly streamInflightBytesMax: number;
   readonly daemonInflightMax: number;
+  readonly daemonInflightBytesMax: number;
   readonly requestTimeoutMs: number;
 }
 
@@ -416,11 +417,12 @@ export class BlockApi {
       if (
         inflight.size >= limits.streamInflightMax ||
         inflightBytes + payloadBytes > limits.streamInflightBytesMax ||
-        this.budget.requests >= limits.daemonInflightMax
+        this.budget.requests >= limits.daemonInflightMax ||
+        this.budget.bytes + payloadBytes > limits.daemonInflightBytesMax
       ) {
         return reply({
           code: WireCode.RESOURCE_EXHAUSTED,
-          message: `too many IO requests in flight (stream: ${inflight.size} requests, ${inflightBytes} bytes; daemon: ${this.budget.requests})`,
+          message: `too many IO requests in flight (stream: ${inflight.size} requests, ${inflightBytes} bytes; daemon: ${this.budget.requests} requests, ${this.budget.bytes} bytes)`,
         });
       }
       inflight.set(id, payloadBytes);
