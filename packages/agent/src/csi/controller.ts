@@ -224,7 +224,14 @@ export function controllerService(context: HandlerContext, options: ControllerOp
     if (requiredBytes === 0 && limitBytes === 0) {
       throw csiError(CsiErrorCode.ArgumentMissing, 'capacity_range needs required_bytes or limit_bytes');
     }
-    // A block volume has no filesystem for the node to grow.
+    // Expansion is OFFLINE: the spec has the CO expand only volumes staged on no node. The
+    // controller cannot check that (rdl has no ControllerPublish step and no record of
+    // attachments), so it grows the volume whenever asked, and Kubernetes' csi-resizer does ask
+    // while a pod runs (it holds back only after a FAILED_PRECONDITION). That is harmless: an
+    // attached /dev/nbdX keeps its old size and its data, NodeExpandVolume there answers
+    // FAILED_PRECONDITION (kubelet then defers to the next mount), and the next NodeStageVolume
+    // attaches the device at the new size, after which NodeExpandVolume grows the filesystem when
+    // this is true. A block volume has no filesystem to grow.
     const isNodeExpansionRequired =
       request.volume_capability === null ||
       request.volume_capability === undefined ||

@@ -15,10 +15,19 @@ export interface IdentityOptions {
 }
 
 /**
+ * The volume expansion the plugin advertises: OFFLINE. rdl itself can grow a volume at any time,
+ * but the kernel NBD client fixes a device's size when it connects (nbd-client cannot change it,
+ * and the netlink RECONFIGURE command is not implemented), so a staged volume cannot see its new
+ * size. ONLINE would promise the CO that an in-use volume grows; OFFLINE tells it to expand only
+ * volumes that are not staged on any node, after which NodeStageVolume attaches the device at its
+ * new size and NodeExpandVolume grows the filesystem (see docs/csi.md, "Expansion").
+ */
+export const volumeExpansionType = 'OFFLINE';
+
+/**
  * The Identity service. Capabilities are the same whatever the mode (controller, node or all),
  * as the spec requires of every instance of one plugin version: the controller service, and
- * ONLINE volume expansion (rdl grows a volume while it is attached; see docs/csi.md for what the
- * kernel NBD device needs on the node).
+ * `volumeExpansionType` (OFFLINE) volume expansion.
  */
 export function identityService(context: HandlerContext, options: IdentityOptions): UntypedServiceImplementation {
   return {
@@ -28,7 +37,7 @@ export function identityService(context: HandlerContext, options: IdentityOption
       manifest: { project: 'rdl' },
     })),
     GetPluginCapabilities: unaryHandler(context, 'GetPluginCapabilities', async () => ({
-      capabilities: [{ service: { type: 'CONTROLLER_SERVICE' } }, { volume_expansion: { type: 'ONLINE' } }],
+      capabilities: [{ service: { type: 'CONTROLLER_SERVICE' } }, { volume_expansion: { type: volumeExpansionType } }],
     })),
     Probe: unaryHandler(context, 'Probe', async () => ({ ready: { value: options.isReady() } })),
   };

@@ -473,12 +473,15 @@ export function nodeService(context: HandlerContext, options: NodeServiceOptions
     return locks.run(volumeId, async () => {
       const staged = await stagedAtPath(volumeId, volumePath);
       const sizeBytes = await deviceSizeBytes(staged.devicePath);
-      // The kernel NBD client learns a device's size when it connects; rdl-agent cannot resize
-      // an attached /dev/nbdX, so the new size shows once the volume is staged again.
+      // The kernel NBD client learns a device's size when it connects and rdl-agent cannot resize
+      // an attached /dev/nbdX: that is why expansion is OFFLINE. After a NodeStageVolume that
+      // followed the grow, the device covers required_bytes and the filesystem is grown here. A
+      // smaller device means the volume grew while staged on this node: FAILED_PRECONDITION, which
+      // kubelet takes as "not while in use on this node" and retries at the next mount.
       if (requiredBytes > sizeBytes) {
         throw csiError(
           CsiErrorCode.DeviceTooSmall,
-          `${staged.devicePath} reports ${sizeBytes} bytes, ${requiredBytes} required: the kernel NBD device keeps the size it connected with; restage the volume (restart the pod) to see the new size`,
+          `${staged.devicePath} reports ${sizeBytes} bytes, ${requiredBytes} required: volume ${volumeId} was grown while staged on this node, and the kernel NBD device keeps the size it connected with (expansion is OFFLINE); unstage it (stop every pod using it on this node) and stage it again`,
         );
       }
       if (staged.accessType === 'mount') {

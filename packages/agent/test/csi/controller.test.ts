@@ -49,7 +49,9 @@ test('Identity: plugin info, capabilities and probe', async (t) => {
         (c: { type: string; service?: { type: string }; volume_expansion?: { type: string } }) =>
           c.type === 'service' ? `service:${c.service?.type}` : `expansion:${c.volume_expansion?.type}`,
       ),
-      ['service:CONTROLLER_SERVICE', 'expansion:ONLINE'],
+      // OFFLINE, never ONLINE: a staged volume cannot grow (the kernel NBD device keeps the size
+      // it connected with), so the CO must expand only volumes that are staged nowhere.
+      ['service:CONTROLLER_SERVICE', 'expansion:OFFLINE'],
     );
     const probe = await h.identity('Probe');
     t.deepEqual(probe.ready, { value: true });

@@ -2,7 +2,9 @@
 // node service can be driven through attach, format, mount and resize on a machine without the
 // nbd kernel module. It records every argv it is given, and keeps the host state the real
 // commands would change (sysfs pid files, device contents, the mount table) so idempotency and
-// recovery paths observe the same facts they would on a real node.
+// recovery paths observe the same facts they would on a real node. Like the kernel NBD client, a
+// device's size is fixed when it connects: growing the export later changes nothing until the
+// device is disconnected and connected again (the reason rdl's expansion is OFFLINE).
 import { mkdirSync, openSync, writeSync, closeSync, rmSync, writeFileSync, existsSync, truncateSync } from 'node:fs';
 import { join } from 'node:path';
 import type { CommandOptions, CommandResult, CommandRunner } from '../../src/csi/command-runner.js';
@@ -25,8 +27,10 @@ export class FakeHost implements CommandRunner {
   readonly failures: FakeFailure[] = [];
   readonly sysBlockDir: string;
   readonly devDir: string;
-  /** Size the fake kernel reports for a connected device, by export name (default 1 GiB). */
+  /** Size the NBD server announces for an export at connect time, by name (default 1 GiB). */
   readonly exportSizes = new Map<string, number>();
+  /** Size of each connected device, as the kernel learned it when the device connected. */
+  readonly deviceSizes = new Map<string, number>();
 
   constructor(root: string, devicesCount: number) {
     this.sysBlockDir = join(root, 'sys', 'block');
@@ -54,6 +58,7 @@ export class FakeHost implements CommandRunner {
   reboot(): void {
     for (const device of this.connected.keys()) rmSync(this.#pidFile(device), { force: true });
     this.connected.clear();
+    this.deviceSizes.clear();
     this.mounts.clear();
     this.readonlyMounts.clear();
   }
@@ -92,6 +97,7 @@ export class FakeHost implements CommandRunner {
         if (args[0] === '-d') {
           rmSync(this.#pidFile(args[1]), { force: true });
           this.connected.delete(args[1]);
+          this.deviceSizes.delete(args[1]);
           return ok();
         }
         const [, , device, flag, exportName] = args;
@@ -99,6 +105,7 @@ export class FakeHost implements CommandRunner {
         if (this.connected.has(device)) return fail(1, 'Error: Device already connected');
         writeFileSync(this.#pidFile(device), '4242\n');
         this.connected.set(device, exportName);
+        this.deviceSizes.set(device, this.exportSizes.get(exportName) ?? 1024 ** 3);
         return ok();
       }
       case 'blkid': {
@@ -140,9 +147,9 @@ export class FakeHost implements CommandRunner {
         return source === undefined ? fail(1, '') : ok(`${source}\n`);
       }
       case 'blockdev': {
-        const exportName = this.connected.get(last);
-        if (exportName === undefined) return fail(1, `cannot open ${last}`);
-        return ok(`${this.exportSizes.get(exportName) ?? 1024 ** 3}\n`);
+        const sizeBytes = this.deviceSizes.get(last);
+        if (sizeBytes === undefined) return fail(1, `cannot open ${last}`);
+        return ok(`${sizeBytes}\n`);
       }
       case 'resize2fs':
       case 'xfs_growfs':

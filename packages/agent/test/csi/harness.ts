@@ -1,6 +1,7 @@
 // Test helper (not a test file): starts the CSI server on a unix socket in a temp dir with an
 // in-memory VolumeAdmin and a FakeHost, and gives promise-returning grpc-js clients built from
-// the same csi.proto a CO would use.
+// the same csi.proto a CO would use. The admin tells the FakeHost each volume's size, as the
+// agent's NBD server announces the current rdl size to every new connection.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -11,6 +12,7 @@ import { loadCsiServices } from '../../src/csi/proto.js';
 import { startCsiServer } from '../../src/csi/server.js';
 import type { CsiMode, CsiServer } from '../../src/csi/server.js';
 import { MemoryVolumeAdmin } from '../../src/csi/volume-admin.js';
+import type { AdminVolume } from '../../src/csi/volume-admin.js';
 import { FakeHost } from './fake-host.js';
 
 export type Call = <Response = any>(method: string, request?: object) => Promise<Response>; // eslint-disable-line @typescript-eslint/no-explicit-any
@@ -52,10 +54,37 @@ export interface HarnessOptions {
   capacityBytes?: number;
 }
 
+/** A MemoryVolumeAdmin whose sizes are what the FakeHost's NBD server announces on connect. */
+class ExportSizingVolumeAdmin extends MemoryVolumeAdmin {
+  readonly #host: FakeHost;
+
+  constructor(host: FakeHost) {
+    super();
+    this.#host = host;
+  }
+
+  override async createVolume(name: string, sizeBytes: number): Promise<AdminVolume> {
+    const volume = await super.createVolume(name, sizeBytes);
+    this.#host.exportSizes.set(name, volume.sizeBytes);
+    return volume;
+  }
+
+  override async growVolume(name: string, sizeBytes: number): Promise<AdminVolume> {
+    const volume = await super.growVolume(name, sizeBytes);
+    this.#host.exportSizes.set(name, volume.sizeBytes);
+    return volume;
+  }
+
+  override async deleteVolume(name: string): Promise<void> {
+    await super.deleteVolume(name);
+    this.#host.exportSizes.delete(name);
+  }
+}
+
 export async function startHarness(options: HarnessOptions = {}): Promise<Harness> {
   const root = mkdtempSync(join(tmpdir(), 'rdl-csi-'));
-  const admin = new MemoryVolumeAdmin();
   const host = new FakeHost(root, options.devicesCount ?? 4);
+  const admin = new ExportSizingVolumeAdmin(host);
   const stateDir = join(root, 'state');
   const endpoint = `unix://${join(root, 'csi', 'csi.sock')}`;
   const logger = pino({ level: 'silent' });

@@ -3,9 +3,11 @@
 // online resize2fs and xfs_growfs, umount, all run by ExecCommandRunner with the exact argv the
 // driver builds. These machines have no nbd kernel module, so only nbd-client is stood in for:
 // "attaching" a volume sets up a loop device over a sparse image file, links /dev/nbdX (in a temp
-// dev dir) to it, and writes the sysfs pid file the driver checks; growing the image and
-// `losetup -c` plays the part of a device that sees the new size. Needs root and loop devices;
-// skipped (with the reason printed) where they are missing.
+// dev dir) to it, and writes the sysfs pid file the driver checks. Expansion follows the OFFLINE
+// sequence the plugin advertises: the image grows only while it is detached (as a kernel NBD
+// device would not see a new size while attached), the volume is staged again at its new size,
+// and NodeExpandVolume grows the mounted filesystem. Needs root and loop devices; skipped (with
+// the reason printed) where they are missing.
 import { spawnSync } from 'node:child_process';
 import {
   existsSync,
@@ -111,7 +113,7 @@ interface Rig {
   node: <T = any>(method: string, request: object) => Promise<T>; // eslint-disable-line @typescript-eslint/no-explicit-any
   /** Creates the volume in rdl and its sparse image. */
   createVolume(volume: string, sizeBytes: number): Promise<void>;
-  /** Grows the image and tells the loop device (what kernel NBD cannot do while attached). */
+  /** Grows the volume and its image; only while it is detached, as OFFLINE expansion requires. */
   growVolume(volume: string, sizeBytes: number): Promise<void>;
   path(...parts: string[]): string;
 }
@@ -162,15 +164,12 @@ async function withRig(fn: (rig: Rig) => Promise<void>): Promise<void> {
       truncateSync(runner.image(volume), sizeBytes);
     },
     async growVolume(volume, sizeBytes) {
+      const loops = spawnSync('losetup', ['--associated', runner.image(volume), '--noheadings', '--output', 'NAME']);
+      if (loops.stdout.toString().trim() !== '') {
+        throw new Error(`${volume} is still attached: expansion is OFFLINE, unstage it first`);
+      }
       await admin.growVolume(volume, sizeBytes);
       truncateSync(runner.image(volume), sizeBytes);
-      const loops = spawnSync('losetup', ['--associated', runner.image(volume), '--noheadings', '--output', 'NAME']);
-      for (const loop of loops.stdout
-        .toString()
-        .split('\n')
-        .filter((line) => line !== '')) {
-        spawnSync('losetup', ['--set-capacity', loop]);
-      }
     },
     path: (...parts) => join(root, ...parts),
   };
@@ -194,7 +193,7 @@ async function withRig(fn: (rig: Rig) => Promise<void>): Promise<void> {
 }
 
 realTest(
-  'ext4: format, mount, publish rw and ro, statfs, online resize2fs, unmount, detach, and the data survives restaging',
+  'ext4: format, mount, publish rw and ro, statfs, unmount, detach, grow offline, restage with the data, resize2fs',
   async (t) => {
     await withRig(async (rig) => {
       await rig.createVolume('pvc-ext4', 64 * MiB);
@@ -240,24 +239,6 @@ realTest(
       const totalBefore = Number(before.usage[0].total);
       t.true(totalBefore > 40 * MiB && totalBefore <= 64 * MiB, `total ${totalBefore}`);
 
-      await rig.growVolume('pvc-ext4', 128 * MiB);
-      const expand = { volume_id: 'pvc-ext4', volume_path: staging, capacity_range: { required_bytes: 128 * MiB } };
-      if (hasCapSysResource()) {
-        const expanded = await rig.node('NodeExpandVolume', expand);
-        t.is(expanded.capacity_bytes, String(128 * MiB));
-        const after = await rig.node('NodeGetVolumeStats', { volume_id: 'pvc-ext4', volume_path: targetRw });
-        t.true(Number(after.usage[0].total) > 100 * MiB, `total after resize ${after.usage[0].total}`);
-      } else {
-        // Without CAP_SYS_RESOURCE the kernel refuses the online resize: resize2fs got as far as the
-        // ioctl on the mounted filesystem (so the argv is right), and the failure reaches the CO.
-        t.log('no CAP_SYS_RESOURCE here: online ext4 growth itself is not verified, only that resize2fs attempts it');
-        const failure = failureOf(await t.throwsAsync(rig.node('NodeExpandVolume', expand)));
-        t.is(failure.status, grpc.status.INTERNAL);
-        t.is(failure.rdlCode, 'AGENT_CSI_COMMAND_FAILED');
-        t.regex(failure.details, /resize2fs .* Permission denied to resize filesystem/s);
-      }
-      t.is(readFileSync(join(targetRw, 'hello.txt'), 'utf8'), 'replicated');
-
       const busy = failureOf(
         await t.throwsAsync(rig.node('NodeUnstageVolume', { volume_id: 'pvc-ext4', staging_target_path: staging })),
       );
@@ -269,6 +250,8 @@ realTest(
       t.is(spawnSync('findmnt', ['--mountpoint', staging]).status, 1);
       t.is(spawnSync('losetup', ['--associated', rig.runner.image('pvc-ext4'), '--noheadings']).stdout.toString(), '');
 
+      // OFFLINE expansion: grown while detached, then staged again at the new size.
+      await rig.growVolume('pvc-ext4', 128 * MiB);
       rig.runner.calls.length = 0;
       await rig.node('NodeStageVolume', {
         volume_id: 'pvc-ext4',
@@ -277,12 +260,42 @@ realTest(
       });
       t.false(rig.runner.calls.some((call) => call.startsWith('mkfs')));
       t.is(readFileSync(join(staging, 'hello.txt'), 'utf8'), 'replicated');
+      await rig.node('NodePublishVolume', {
+        volume_id: 'pvc-ext4',
+        staging_target_path: staging,
+        target_path: targetRw,
+        volume_capability: capability,
+        readonly: false,
+      });
+      const expand = {
+        volume_id: 'pvc-ext4',
+        volume_path: targetRw,
+        staging_target_path: staging,
+        capacity_range: { required_bytes: 128 * MiB },
+      };
+      if (hasCapSysResource()) {
+        const expanded = await rig.node('NodeExpandVolume', expand);
+        t.is(expanded.capacity_bytes, String(128 * MiB));
+        const after = await rig.node('NodeGetVolumeStats', { volume_id: 'pvc-ext4', volume_path: targetRw });
+        t.true(Number(after.usage[0].total) > 100 * MiB, `total after resize ${after.usage[0].total}`);
+      } else {
+        // Without CAP_SYS_RESOURCE the kernel refuses the online resize: the device already had the
+        // new size (blockdev passed) and resize2fs got as far as the ioctl on the mounted
+        // filesystem (so the argv is right), and the failure reaches the CO.
+        t.log('no CAP_SYS_RESOURCE here: online ext4 growth itself is not verified, only that resize2fs attempts it');
+        const failure = failureOf(await t.throwsAsync(rig.node('NodeExpandVolume', expand)));
+        t.is(failure.status, grpc.status.INTERNAL);
+        t.is(failure.rdlCode, 'AGENT_CSI_COMMAND_FAILED');
+        t.regex(failure.details, /resize2fs .* Permission denied to resize filesystem/s);
+      }
+      t.is(readFileSync(join(targetRw, 'hello.txt'), 'utf8'), 'replicated');
+      await rig.node('NodeUnpublishVolume', { volume_id: 'pvc-ext4', target_path: targetRw });
       await rig.node('NodeUnstageVolume', { volume_id: 'pvc-ext4', staging_target_path: staging });
     });
   },
 );
 
-realTest('xfs: mkfs.xfs, mount, xfs_growfs on the mounted staging path', async (t) => {
+realTest('xfs: mkfs.xfs, mount, grown while unstaged, restaged, xfs_growfs on the mounted staging path', async (t) => {
   await withRig(async (rig) => {
     await rig.createVolume('pvc-xfs', 320 * MiB);
     const staging = rig.path('staging', 'pvc-xfs');
@@ -298,7 +311,15 @@ realTest('xfs: mkfs.xfs, mount, xfs_growfs on the mounted staging path', async (
       'xfs',
     );
     const before = await rig.node('NodeGetVolumeStats', { volume_id: 'pvc-xfs', volume_path: staging });
+    await rig.node('NodeUnstageVolume', { volume_id: 'pvc-xfs', staging_target_path: staging });
     await rig.growVolume('pvc-xfs', 640 * MiB);
+    await rig.node('NodeStageVolume', {
+      volume_id: 'pvc-xfs',
+      staging_target_path: staging,
+      volume_capability: mountCapability('xfs'),
+    });
+    const unchanged = await rig.node('NodeGetVolumeStats', { volume_id: 'pvc-xfs', volume_path: staging });
+    t.is(unchanged.usage[0].total, before.usage[0].total, 'staging alone does not grow the filesystem');
     await rig.node('NodeExpandVolume', {
       volume_id: 'pvc-xfs',
       volume_path: staging,

@@ -2,7 +2,9 @@
 // with the exact host commands a real node would run, over the real unix socket with a grpc-js
 // client. These machines have no nbd kernel module, so the host is a FakeHost behind the
 // injectable CommandRunner: it records every argv and keeps the state real commands would change
-// (sysfs pid files, device contents, mount table). The tests check the command sequences,
+// (sysfs pid files, device contents, mount table) and, like the kernel, fixes a device's size when
+// it connects, so the OFFLINE expansion sequence (grow while unstaged, stage at the new size, grow
+// the filesystem) is checked as a CO runs it. The tests check the command sequences,
 // idempotency (a repeated call succeeds without re-running the steps), recovery after a reboot
 // or a lost state file, and the spec's error codes (INVALID_ARGUMENT, NOT_FOUND, ALREADY_EXISTS,
 // FAILED_PRECONDITION, RESOURCE_EXHAUSTED, INTERNAL, DEADLINE_EXCEEDED).
@@ -131,22 +133,22 @@ test('full filesystem lifecycle runs the exact command sequence, and every step 
   });
 });
 
-test('xfs is formatted with mkfs.xfs and grown with xfs_growfs on the staging path', async (t) => {
+test('xfs is formatted with mkfs.xfs and, after an offline grow and restage, grown with xfs_growfs on the staging path', async (t) => {
   await withHarness(async (h) => {
     const { staging } = await prepare(h, 'pvc-x');
     const device = h.host.device(0);
-    await h.node('NodeStageVolume', {
-      volume_id: 'pvc-x',
-      staging_target_path: staging,
-      volume_capability: mountCapability('xfs'),
-    });
+    const stage = { volume_id: 'pvc-x', staging_target_path: staging, volume_capability: mountCapability('xfs') };
+    await h.node('NodeStageVolume', stage);
     t.deepEqual(h.host.takeCalls(), [
       `nbd-client 127.0.0.1 10809 ${device} -N pvc-x`,
       `blkid --probe --match-tag TYPE --output value ${device}`,
       `mkfs.xfs -f -K ${device}`,
       `mount -t xfs ${device} ${staging}`,
     ]);
-    h.host.exportSizes.set('pvc-x', 2 * GiB);
+    await h.node('NodeUnstageVolume', { volume_id: 'pvc-x', staging_target_path: staging });
+    await h.controller('ControllerExpandVolume', { volume_id: 'pvc-x', capacity_range: { required_bytes: 2 * GiB } });
+    await h.node('NodeStageVolume', stage);
+    h.host.takeCalls();
     const expanded = await h.node('NodeExpandVolume', {
       volume_id: 'pvc-x',
       volume_path: staging,
@@ -571,36 +573,74 @@ test('NodeGetVolumeStats reports statfs of the volume path; NOT_FOUND for other 
   });
 });
 
-test('NodeExpandVolume grows ext4 with resize2fs; FAILED_PRECONDITION while the kernel device keeps its old size', async (t) => {
+test('OFFLINE expansion end to end: grown while unstaged, staged at the new size, resize2fs after publish; FAILED_PRECONDITION when grown while staged', async (t) => {
   await withHarness(async (h) => {
-    const { staging } = await prepare(h, 'pvc-1');
+    const { staging, target } = await prepare(h, 'pvc-1');
     const device = h.host.device(0);
-    await h.node('NodeStageVolume', {
+    const capability = mountCapability();
+    const stage = { volume_id: 'pvc-1', staging_target_path: staging, volume_capability: capability };
+    const publish = { ...stage, target_path: target, readonly: false };
+    await h.node('NodeStageVolume', stage);
+    await h.node('NodePublishVolume', publish);
+    // The pod stops: kubelet unpublishes and unstages; then the CO calls ControllerExpandVolume,
+    // as OFFLINE requires, for a volume staged on no node.
+    await h.node('NodeUnpublishVolume', { volume_id: 'pvc-1', target_path: target });
+    await h.node('NodeUnstageVolume', { volume_id: 'pvc-1', staging_target_path: staging });
+    const grown = await h.controller('ControllerExpandVolume', {
       volume_id: 'pvc-1',
-      staging_target_path: staging,
-      volume_capability: mountCapability(),
+      capacity_range: { required_bytes: 2 * GiB },
+      volume_capability: capability,
     });
+    t.deepEqual(grown, { capacity_bytes: String(2 * GiB), node_expansion_required: true });
+    // The pod starts again: stage attaches the device at its new size and mounts the existing
+    // filesystem (no mkfs), publish bind-mounts it, and NodeExpandVolume on the target path grows it.
     h.host.takeCalls();
-    await h.admin.growVolume('pvc-1', 2 * GiB);
-    await rejects(
+    await h.node('NodeStageVolume', stage);
+    t.deepEqual(h.host.takeCalls(), [
+      `nbd-client 127.0.0.1 10809 ${device} -N pvc-1`,
+      `blkid --probe --match-tag TYPE --output value ${device}`,
+      `mount -t ext4 ${device} ${staging}`,
+    ]);
+    await h.node('NodePublishVolume', publish);
+    h.host.takeCalls();
+    const expanded = await h.node('NodeExpandVolume', {
+      volume_id: 'pvc-1',
+      volume_path: target,
+      staging_target_path: staging,
+      capacity_range: { required_bytes: 2 * GiB },
+      volume_capability: capability,
+    });
+    t.is(expanded.capacity_bytes, String(2 * GiB));
+    t.deepEqual(h.host.takeCalls(), [`blockdev --getsize64 ${device}`, `resize2fs ${device}`]);
+
+    // Grown while staged (Kubernetes' csi-resizer does this while a pod runs; the controller
+    // cannot see attachments): the attached device keeps 2 GiB, so the node answers
+    // FAILED_PRECONDITION (kubelet then waits for the next mount) until the volume is restaged.
+    await h.admin.growVolume('pvc-1', 3 * GiB);
+    const tooSmall = await rejects(
       t,
       h.node('NodeExpandVolume', {
         volume_id: 'pvc-1',
         volume_path: staging,
-        capacity_range: { required_bytes: 2 * GiB },
+        capacity_range: { required_bytes: 3 * GiB },
       }),
       grpc.status.FAILED_PRECONDITION,
       'AGENT_CSI_DEVICE_TOO_SMALL',
     );
+    t.regex(tooSmall.details, /grown while staged.*OFFLINE/);
     t.deepEqual(h.host.takeCalls(), [`blockdev --getsize64 ${device}`]);
-    h.host.exportSizes.set('pvc-1', 2 * GiB);
-    const expanded = await h.node('NodeExpandVolume', {
+    await h.node('NodeUnpublishVolume', { volume_id: 'pvc-1', target_path: target });
+    await h.node('NodeUnstageVolume', { volume_id: 'pvc-1', staging_target_path: staging });
+    await h.node('NodeStageVolume', stage);
+    h.host.takeCalls();
+    const restaged = await h.node('NodeExpandVolume', {
       volume_id: 'pvc-1',
       volume_path: staging,
-      capacity_range: { required_bytes: 2 * GiB },
+      capacity_range: { required_bytes: 3 * GiB },
     });
-    t.is(expanded.capacity_bytes, String(2 * GiB));
+    t.is(restaged.capacity_bytes, String(3 * GiB));
     t.deepEqual(h.host.takeCalls(), [`blockdev --getsize64 ${device}`, `resize2fs ${device}`]);
+
     await rejects(
       t,
       h.node('NodeExpandVolume', { volume_id: 'pvc-1', volume_path: join(h.root, 'x') }),
@@ -615,6 +655,26 @@ test('NodeExpandVolume grows ext4 with resize2fs; FAILED_PRECONDITION while the 
       }),
       grpc.status.INVALID_ARGUMENT,
     );
+  });
+});
+
+test('OFFLINE expansion of a block volume: the restaged device has the new size and no node step is needed', async (t) => {
+  await withHarness(async (h) => {
+    const { staging, target } = await prepare(h, 'pvc-b');
+    const capability = blockCapability();
+    const stage = { volume_id: 'pvc-b', staging_target_path: staging, volume_capability: capability };
+    await h.node('NodeStageVolume', stage);
+    await h.node('NodeUnstageVolume', { volume_id: 'pvc-b', staging_target_path: staging });
+    const grown = await h.controller('ControllerExpandVolume', {
+      volume_id: 'pvc-b',
+      capacity_range: { required_bytes: 2 * GiB },
+      volume_capability: capability,
+    });
+    t.deepEqual(grown, { capacity_bytes: String(2 * GiB), node_expansion_required: false });
+    await h.node('NodeStageVolume', stage);
+    await h.node('NodePublishVolume', { ...stage, target_path: target, readonly: false });
+    const stats = await h.node('NodeGetVolumeStats', { volume_id: 'pvc-b', volume_path: target });
+    t.is(stats.usage[0].total, String(2 * GiB));
   });
 });
 

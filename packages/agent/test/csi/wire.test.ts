@@ -107,7 +107,8 @@ test('Identity and Node answers decode by the spec numbers', async (t) => {
     const info = decode(await rawCall(h.server.socketPath, '/csi.v1.Identity/GetPluginInfo', Buffer.alloc(0)));
     t.is(get(info, 1)[0].bytes!.toString(), 'rdl.csi.rdl.io');
     t.is(get(info, 2)[0].bytes!.toString(), '0.1.0');
-    // GetPluginCapabilitiesResponse{ capabilities=1: PluginCapability{ service=1{type=1} | volume_expansion=2{type=1} } }
+    // GetPluginCapabilitiesResponse{ capabilities=1: PluginCapability{ service=1{type=1} | volume_expansion=2{type} } }
+    // with VolumeExpansion.Type ONLINE=1, OFFLINE=2.
     const capabilities = get(
       decode(await rawCall(h.server.socketPath, '/csi.v1.Identity/GetPluginCapabilities', Buffer.alloc(0))),
       1,
@@ -116,7 +117,7 @@ test('Identity and Node answers decode by the spec numbers', async (t) => {
       capabilities.map((fields) => [fields[0].field, decode(fields[0].bytes!)[0].varint]),
       [
         [1, 1n], // service CONTROLLER_SERVICE
-        [2, 1n], // volume_expansion ONLINE
+        [2, 2n], // volume_expansion OFFLINE
       ],
     );
     // ProbeResponse{ ready=1: BoolValue{ value=1 } }
