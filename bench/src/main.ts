@@ -28,8 +28,8 @@ import { etcdRunner, nbdkitRunner } from './systems.js';
 import type { RunningSystem, SystemRunner } from './systems.js';
 import { rdlRunner, rdlLeaderRegion } from './rdl/system.js';
 import { rows, selectWorkloads, workloadsOf } from './workloads.js';
-import { stagesBetween } from './rdl/metrics.js';
-import type { MetricsSnapshot } from './rdl/metrics.js';
+import { breakdownBetween } from './rdl/metrics.js';
+import type { DaemonSnapshot } from './rdl/metrics.js';
 import type { Workload } from './workloads.js';
 
 /** The machine the figures were measured on. */
@@ -80,8 +80,8 @@ async function runWorkload(
 ): Promise<Figure> {
   const progress = startProgress(`${label} (run ${run})`, options.warmupMs + options.durationMs);
   // The leader's own histograms at the edges of the window say where the time went (rdl only).
-  let stagesBefore: Promise<MetricsSnapshot | null> | null = null;
-  let stagesAfter: Promise<MetricsSnapshot | null> | null = null;
+  let stagesBefore: Promise<DaemonSnapshot[] | null> | null = null;
+  let stagesAfter: Promise<DaemonSnapshot[] | null> | null = null;
   const sample = running.sampleStages;
   const onWindowStart = (): void => {
     if (sample !== undefined) stagesBefore = sample().catch(() => null);
@@ -120,7 +120,7 @@ async function runWorkload(
     const before = await (stagesBefore ?? Promise.resolve(null));
     const after = await (stagesAfter ?? Promise.resolve(null));
     if (before !== null && after !== null) {
-      figure = { ...figure, stages: stagesBetween(before, after) };
+      figure = { ...figure, stages: breakdownBetween(before, after) };
     }
     progress.finish(
       `${Math.round(figure.opsPerSecond)} ops/s, p50 ${(figure.latencyUs.p50 / 1000).toFixed(2)} ms, p99 ${(figure.latencyUs.p99 / 1000).toFixed(2)} ms`,

@@ -116,13 +116,15 @@ export function formatStagesTable(rows: readonly Row[], outcomes: Outcomes): str
     'fsync mean ms',
     'ops per fsync',
     'apply p50 ms',
+    'leader (changes)',
   ];
   const lines = [`| ${header.join(' | ')} |`, `|${header.map(() => '---').join('|')}|`];
   const ms = (value: number | null | undefined): string => (value == null ? '—' : value.toFixed(2));
   for (const row of rows) {
     const summary = summaryOf(outcomes, row.rdl.name);
-    const stages = summary?.stages;
-    if (summary === null || stages === undefined) continue;
+    const breakdown = summary?.stages;
+    if (summary === null || breakdown === undefined) continue;
+    const stages = breakdown.stages;
     const seconds = summary.elapsedMs / 1000;
     const fsync = stages.fsync;
     lines.push(
@@ -134,6 +136,7 @@ export function formatStagesTable(rows: readonly Row[], outcomes: Outcomes): str
         ms(fsync?.meanMs),
         fsync === undefined || fsync.count === 0 ? '—' : (summary.ops / fsync.count).toFixed(1),
         ms(stages.apply?.p50Ms),
+        `${breakdown.leader ?? 'none'} (${breakdown.leaderChanges})`,
       ].join(' | ')} |`,
     );
   }

@@ -1,7 +1,7 @@
 import * as hdr from 'hdr-histogram-js';
 import type { Histogram } from 'hdr-histogram-js';
 
-import type { StageFigure } from './rdl/metrics.js';
+import type { StageBreakdown } from './rdl/metrics.js';
 
 /** Latencies are recorded in microseconds, from 1 µs up to this bound (60 s). */
 export const latencyUsMax = 60_000_000;
@@ -44,7 +44,7 @@ export interface Figure {
    * rdl only: the leader's own latency histograms over the window (IO request, commit, fsync,
    * apply), from its /metrics, to show where the time goes.
    */
-  readonly stages?: Readonly<Record<string, StageFigure>>;
+  readonly stages?: StageBreakdown;
 }
 
 /** Reads p50/p99/p99.9 from a histogram in microseconds. */

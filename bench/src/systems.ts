@@ -1,6 +1,6 @@
 import type { RttPair } from './args.js';
 import type { BlockTarget } from './loop-workload.js';
-import type { MetricsSnapshot } from './rdl/metrics.js';
+import type { DaemonSnapshot } from './rdl/metrics.js';
 import { EtcdKv, startEtcdCluster } from './peers/etcd.js';
 import { startNbdkit } from './peers/nbdkit.js';
 import { isInstalled } from './processes.js';
@@ -18,8 +18,8 @@ export interface RunningSystem {
   readonly nbdUri: string | null;
   /** Why there is no NBD export when one was needed (e.g. the agent failed to start), or null. */
   readonly nbdError?: string | null;
-  /** Scrapes the leader's latency histograms (rdl only), for the per-stage breakdown. */
-  readonly sampleStages?: () => Promise<MetricsSnapshot>;
+  /** Scrapes every daemon's latency histograms (rdl only), for the per-stage breakdown. */
+  readonly sampleStages?: () => Promise<DaemonSnapshot[]>;
   /** A line describing the system for the report (versions, leader). */
   readonly description: string;
   /** Stops every process of the system; resolves when they have exited. */

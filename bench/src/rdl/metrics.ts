@@ -116,8 +116,70 @@ export function stagesBetween(before: MetricsSnapshot, after: MetricsSnapshot): 
   return out;
 }
 
-/** Scrapes `GET /metrics` of a daemon on 127.0.0.1 (bounded to 5 s) and parses the stage histograms. */
-export function scrapeStages(port: number): Promise<MetricsSnapshot> {
+/** Value of an unlabelled-or-summed gauge or counter in Prometheus text (0 when absent). */
+export function parseScalar(text: string, name: string): number {
+  let total = 0;
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(name)) continue;
+    const match = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{[^}]*\})?\s+(\S+)/.exec(line);
+    if (match === null || match[1] !== name) continue;
+    const value = Number(match[2]);
+    if (Number.isFinite(value)) total += value;
+  }
+  return total;
+}
+
+/** One daemon's scrape: its stage histograms, whether it leads, and the leader changes it saw. */
+export interface DaemonSnapshot {
+  readonly region: string;
+  readonly histograms: MetricsSnapshot;
+  readonly isLeader: boolean;
+  readonly leaderChanges: number;
+}
+
+/** Parses one daemon's `/metrics` text. */
+export function parseDaemonSnapshot(region: string, text: string): DaemonSnapshot {
+  return {
+    region,
+    histograms: parseHistograms(text, Object.values(stageMetrics)),
+    isLeader: parseScalar(text, 'rdl_raft_is_leader') > 0,
+    leaderChanges: parseScalar(text, 'rdl_raft_leader_changes_total'),
+  };
+}
+
+/** The leader's stage figures over a window, and whether leadership moved during it. */
+export interface StageBreakdown {
+  /** The daemon the stages were read from: the leader at the end of the window (null if none). */
+  readonly leader: string | null;
+  /** Most leader changes any daemon observed during the window. */
+  readonly leaderChanges: number;
+  readonly stages: Record<string, StageFigure>;
+}
+
+/**
+ * The stage figures of the daemon leading at the end of the window (or, failing that, at its
+ * start), between two scrapes of every daemon. A client follows the leader, so that is where the
+ * window's requests were served.
+ */
+export function breakdownBetween(before: readonly DaemonSnapshot[], after: readonly DaemonSnapshot[]): StageBreakdown {
+  const leader = after.find((d) => d.isLeader) ?? before.find((d) => d.isLeader) ?? null;
+  let leaderChanges = 0;
+  for (const end of after) {
+    const start = before.find((d) => d.region === end.region);
+    if (start !== undefined) leaderChanges = Math.max(leaderChanges, end.leaderChanges - start.leaderChanges);
+  }
+  if (leader === null) return { leader: null, leaderChanges, stages: {} };
+  const start = before.find((d) => d.region === leader.region);
+  const end = after.find((d) => d.region === leader.region)!;
+  return {
+    leader: leader.region,
+    leaderChanges,
+    stages: start === undefined ? {} : stagesBetween(start.histograms, end.histograms),
+  };
+}
+
+/** Scrapes `GET /metrics` of a daemon on 127.0.0.1 (bounded to 5 s). */
+export function scrapeDaemon(region: string, port: number): Promise<DaemonSnapshot> {
   return new Promise((resolve, reject) => {
     const request = get({ host: '127.0.0.1', port, path: '/metrics', timeout: 5000 }, (response) => {
       let text = '';
@@ -125,10 +187,18 @@ export function scrapeStages(port: number): Promise<MetricsSnapshot> {
       response.on('data', (chunk: string) => {
         if (text.length < 8 * 1024 * 1024) text += chunk;
       });
-      response.on('end', () => resolve(parseHistograms(text, Object.values(stageMetrics))));
+      response.on('end', () => resolve(parseDaemonSnapshot(region, text)));
       response.on('error', reject);
     });
     request.on('timeout', () => request.destroy(new Error('metrics scrape timed out')));
     request.on('error', reject);
   });
+}
+
+/** Scrapes every daemon; a daemon that does not answer is left out. */
+export async function scrapeCluster(
+  daemons: ReadonlyArray<{ region: string; port: number }>,
+): Promise<DaemonSnapshot[]> {
+  const results = await Promise.allSettled(daemons.map((d) => scrapeDaemon(d.region, d.port)));
+  return results.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
 }

@@ -4,7 +4,7 @@ import type { Region } from '../args.js';
 import { BenchError } from '../errors.js';
 import type { RunningSystem, SystemRunner } from '../systems.js';
 import { startAgent } from './agent.js';
-import { scrapeStages } from './metrics.js';
+import { scrapeCluster } from './metrics.js';
 import { rdldMainPath, startRdlCluster } from './cluster.js';
 import { openSdk } from './sdk.js';
 
@@ -41,7 +41,7 @@ export const rdlRunner: SystemRunner = {
       }
       await sdk.createVolume(benchVolumeName, context.volumeBytes);
       const serverPids = cluster.daemons.map((d) => d.process.pid);
-      const leaderMetricsPort = cluster.daemons.find((d) => d.region === rdlLeaderRegion)!.metricsPort;
+      const metricsPorts = cluster.daemons.map((d) => ({ region: d.region, port: d.metricsPort }));
       const fioServerPids = [...serverPids];
       let nbdUri: string | null = null;
       let nbdError: string | null = null;
@@ -66,7 +66,7 @@ export const rdlRunner: SystemRunner = {
         },
         nbdUri,
         nbdError,
-        sampleStages: () => scrapeStages(leaderMetricsPort),
+        sampleStages: () => scrapeCluster(metricsPorts),
         description:
           `3 rdld on 127.0.0.1 (leader ${rdlLeaderRegion}), SDK to ${cluster.clientEndpoints.join(',')}` +
           (nbdUri === null ? '' : `, rdl-agent NBD at ${nbdUri}`),

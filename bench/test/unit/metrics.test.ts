@@ -1,9 +1,18 @@
 // Proves the per-stage breakdown read from the leader's Prometheus histograms: series of every
 // label set are summed, the window is the difference of two scrapes, quantiles are interpolated
-// inside buckets as histogram_quantile does, and the stage table reports the group-commit factor.
+// inside buckets as histogram_quantile does, the stages are read from whichever daemon leads at the
+// end of the window (with the leader changes seen), and the stage table reports the group-commit
+// factor.
 import test from 'ava';
 
-import { histogramDelta, histogramQuantile, parseHistograms, stagesBetween } from '../../src/rdl/metrics.js';
+import {
+  breakdownBetween,
+  histogramDelta,
+  histogramQuantile,
+  parseDaemonSnapshot,
+  parseHistograms,
+  stagesBetween,
+} from '../../src/rdl/metrics.js';
 import { formatStagesTable } from '../../src/report.js';
 import type { Outcome } from '../../src/report.js';
 import { summarise } from '../../src/stats.js';
@@ -77,8 +86,12 @@ test('the window is the difference of two scrapes', (t) => {
 
 test('the stage table shows operations per fsync (the group-commit factor)', (t) => {
   const stages = {
-    io: { count: 5000, meanMs: 9, p50Ms: 8, p99Ms: 20 },
-    fsync: { count: 500, meanMs: 1.5, p50Ms: 1.4, p99Ms: 3 },
+    leader: 'geneva',
+    leaderChanges: 0,
+    stages: {
+      io: { count: 5000, meanMs: 9, p50Ms: 8, p99Ms: 20 },
+      fsync: { count: 500, meanMs: 1.5, p50Ms: 1.4, p99Ms: 3 },
+    },
   };
   const figure = {
     ops: 5000,
@@ -92,6 +105,23 @@ test('the stage table shows operations per fsync (the group-commit factor)', (t)
   };
   const outcomes = new Map<string, Outcome>([['sdk-write-4k-qd64', { status: 'ok', summary: summarise([figure]) }]]);
   const table = formatStagesTable(rows, outcomes)!;
-  t.regex(table, /\| sdk-write-4k-qd64 \| 8\.00 \/ 20\.00 \| — \/ — \| 100 \| 1\.50 \| 10\.0 \| — \|/);
+  t.regex(table, /\| sdk-write-4k-qd64 \| 8\.00 \/ 20\.00 \| — \/ — \| 100 \| 1\.50 \| 10\.0 \| — \| geneva \(0\) \|/);
   t.is(formatStagesTable(rows, new Map()), null);
+});
+
+test('the breakdown reads the daemon leading at the end of the window and counts leader changes', (t) => {
+  const daemon = (region: string, isLeader: boolean, changes: number, fsync: [number, number, number]) =>
+    parseDaemonSnapshot(
+      region,
+      `${exposition(fsync, 0)}\nrdl_raft_is_leader{region="${region}"} ${isLeader ? 1 : 0}\n` +
+        `rdl_raft_leader_changes_total{region="${region}"} ${changes}\n`,
+    );
+  const before = [daemon('geneva', true, 1, [0, 0, 0]), daemon('gland', false, 1, [0, 0, 0])];
+  // Leadership moved to gland during the window: its histograms are the ones that count.
+  const after = [daemon('geneva', false, 2, [5, 5, 5]), daemon('gland', true, 2, [10, 30, 40])];
+  const breakdown = breakdownBetween(before, after);
+  t.is(breakdown.leader, 'gland');
+  t.is(breakdown.leaderChanges, 1);
+  t.is(breakdown.stages.fsync.count, 40);
+  t.deepEqual(breakdownBetween([], []), { leader: null, leaderChanges: 0, stages: {} });
 });
