@@ -187,3 +187,43 @@ test('a compaction survives a reopen and later appends continue the log', async 
   await store.close();
   await rm(directory, { recursive: true, force: true });
 });
+
+test('a failed synced write poisons the store: DAEMON_STORAGE_FAILED for it and every later call', async (t) => {
+  const directory = await tempDir();
+  const db = await openDatabase(directory);
+  const store = new RaftLogStore(db);
+  await store.load();
+  await store.append([entry(1, 1)], null);
+  const original = db.batch.bind(db) as unknown as (operations: unknown[], options?: unknown) => Promise<void>;
+  (db as unknown as { batch: typeof original }).batch = async () => {
+    throw new Error('EIO: simulated fsync failure');
+  };
+  const failed = await t.throwsAsync(store.append([entry(2, 1)], null), { code: 'DAEMON_STORAGE_FAILED' });
+  t.regex(String((failed?.cause as Error).message), /EIO/);
+  (db as unknown as { batch: typeof original }).batch = original;
+  await t.throwsAsync(store.append([entry(2, 1)], null), { code: 'DAEMON_STORAGE_FAILED' }, 'even once the disk works');
+  await t.throwsAsync(store.whenSynced(), { code: 'DAEMON_STORAGE_FAILED' });
+  await t.throwsAsync(store.load(), { code: 'DAEMON_STORAGE_FAILED' });
+  await store.close();
+  // A new store on the same database (the restarted daemon) sees only what was synced.
+  t.deepEqual(
+    (await new RaftLogStore(db).load()).entries.map((e) => e.index),
+    [1],
+  );
+  await db.close();
+  await rm(directory, { recursive: true, force: true });
+});
+
+test('group commit caps the bytes of one synced batch', async (t) => {
+  const directory = await tempDir();
+  const db = await openDatabase(directory);
+  const calls = spyOnBatches(db);
+  const store = new RaftLogStore(db, { isDatabaseOwned: true, groupBytesMax: 3 * 4200 });
+  await store.load();
+  await Promise.all([1, 2, 3, 4, 5, 6, 7, 8].map((index) => store.append([entry(index, 1, 4096)], null)));
+  t.true(calls.length >= 3, `8 appends of 4 KiB with a 12.3 KB cap took ${calls.length} batches`);
+  t.true(calls.every((call) => call.size <= 3));
+  t.is((await store.load()).entries.length, 8);
+  await store.close();
+  await rm(directory, { recursive: true, force: true });
+});
