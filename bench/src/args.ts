@@ -169,13 +169,16 @@ export function buildProgram(): Command {
 
 /**
  * Parses the user arguments (without `node` and the script) into validated, frozen options.
- * Throws BENCH_ARGS_INVALID with commander's message on any bad flag.
+ * Throws BENCH_ARGS_INVALID with commander's message on any bad flag, and commander's own
+ * `commander.helpDisplayed` error after printing `--help`.
  */
 export function parseArgs(argv: readonly string[]): BenchOptions {
   const program = buildProgram();
   try {
     program.parse([...argv], { from: 'user' });
   } catch (err) {
+    // --help is not an error: let the caller exit 0 after commander printed it.
+    if (err instanceof CommanderError && err.code === 'commander.helpDisplayed') throw err;
     if (err instanceof CommanderError) {
       throw new BenchError('BENCH_ARGS_INVALID', err.message, { cause: err });
     }

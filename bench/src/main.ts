@@ -137,6 +137,7 @@ async function main(): Promise<number> {
   try {
     options = parseArgs(process.argv.slice(2));
   } catch (err) {
+    if ((err as { code?: unknown }).code === 'commander.helpDisplayed') return 0;
     process.stderr.write(`bench: ${describeError(err)}\n`);
     return 2;
   }

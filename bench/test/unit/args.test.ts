@@ -39,6 +39,16 @@ test('bad flags are BENCH_ARGS_INVALID errors, not exits', (t) => {
   t.is(codeOf(t.throws(() => parseArgs(['--only', ' , ']))), 'BENCH_ARGS_INVALID');
 });
 
+test('--help is not an argument error', (t) => {
+  const write = process.stdout.write.bind(process.stdout);
+  process.stdout.write = (() => true) as typeof process.stdout.write;
+  try {
+    t.is(codeOf(t.throws(() => parseArgs(['--help']))), 'commander.helpDisplayed');
+  } finally {
+    process.stdout.write = write;
+  }
+});
+
 test('durations accept ms, us and s, and default to milliseconds', (t) => {
   t.is(parseDurationMs('0.35ms'), 0.35);
   t.is(parseDurationMs('350us'), 0.35);
