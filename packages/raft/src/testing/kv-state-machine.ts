@@ -25,10 +25,19 @@ export function encodeKvCommand(command: KvCommand): Uint8Array {
   return encoder.encode(JSON.stringify(command));
 }
 
+/**
+ * Decoded payloads, by identity: in the simulator every node applies the very same `Uint8Array`
+ * (messages share entries by reference), so each command is parsed once.
+ */
+const decoded = new WeakMap<Uint8Array, KvCommand>();
+
 /** Decodes an entry payload; throws on a payload that is not a KV command (a programmer error). */
 export function decodeKvCommand(data: Uint8Array): KvCommand {
+  const cached = decoded.get(data);
+  if (cached !== undefined) return cached;
   const command = JSON.parse(decoder.decode(data)) as KvCommand;
   if (command === null || (command.op !== 'write' && command.op !== 'read')) throw new Error('not a KV command');
+  decoded.set(data, command);
   return command;
 }
 

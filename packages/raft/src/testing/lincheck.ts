@@ -315,7 +315,16 @@ function smallestWindow(ops: readonly Op[], explainOperationsMax: number, stepsM
   const n = ops.length;
   let lo = 0;
   let hi = n - 1;
-  const fails = (i: number, j: number): boolean => checkWindow(ops, i, j, new StepBudget(stepsMax)) === 'violation';
+  // One budget for the whole explanation search: when it runs out, the smallest window found so
+  // far is reported (still a sound witness, maybe not the smallest).
+  const budget = new StepBudget(stepsMax * 4);
+  const fails = (i: number, j: number): boolean => {
+    if (budget.stepsLeft <= 0) return false;
+    const window = new StepBudget(Math.min(stepsMax, budget.stepsLeft));
+    const outcome = checkWindow(ops, i, j, window);
+    budget.stepsLeft -= Math.min(stepsMax, budget.stepsLeft) - Math.max(0, window.stepsLeft);
+    return outcome === 'violation';
+  };
   // A long history is first shrunk greedily: the shortest failing prefix, then the latest start
   // that still fails. Short windows are cheap to check, so a short range is searched exhaustively.
   if (n > explainOperationsMax) {

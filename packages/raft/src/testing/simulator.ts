@@ -1,0 +1,1042 @@
+/**
+ * A deterministic simulator of a Raft cluster: the pure cores (`src/core`) driven by a synchronous
+ * driver of our own, over a simulated network and simulated disks, with virtual time. One integer
+ * seed determines everything (fault schedule, latencies, election timeouts, client workload), so a
+ * failing seed replays exactly.
+ *
+ * A run has two phases (as TigerBeetle's VOPR does):
+ * - safety: faults are injected (message drop, duplication, delay and reordering; symmetric and
+ *   asymmetric partitions; crashes that lose unsynced writes; disk stalls; fsync failures, after
+ *   which the node crashes rather than acknowledge; leadership transfers) while clients run a
+ *   key-value workload; invariants are checked after every event;
+ * - liveness: everything heals; a leader must be elected and a new proposal committed within a
+ *   bounded number of ticks.
+ * Finally the clients' history goes through the linearizability checker.
+ *
+ * The driver follows the core's persistence contract (see `Ready`): `messages` leave at once,
+ * `entries`/`hardState` are written in Ready order and group-committed by one sync,
+ * `messagesAfterPersist` leave only once every earlier write is durable, `persisted` is called in
+ * order after the sync, committed entries are applied to a state machine that survives crashes.
+ */
+import type { ConfState, Entry, HardState, NodeId } from '../api.js';
+import { EntryType } from '../api.js';
+import { RaftCore, MessageType, messageTypeName } from '../core/index.js';
+import type { CoreConfig, Message, Ready } from '../core/index.js';
+import { KvStore, decodeKvCommand, encodeKvCommand } from './kv-state-machine.js';
+import type { KvCommand, KvResult } from './kv-state-machine.js';
+import { checkLinearizable } from './lincheck.js';
+import type { HistoryOperation } from './lincheck.js';
+import { SeededRandom } from './random.js';
+
+/** The kinds of faults (and workload outcomes) the simulator counts, for coverage. */
+export const FAULT_KINDS = [
+  'message-dropped',
+  'message-duplicated',
+  'message-delayed',
+  'message-reordered',
+  'partition-symmetric',
+  'partition-asymmetric',
+  'node-crashed',
+  'unsynced-writes-lost',
+  'disk-stalled',
+  'fsync-failed',
+  'leadership-transfer',
+] as const;
+/** One kind of injected fault. */
+export type FaultKind = (typeof FAULT_KINDS)[number];
+/** How many of each fault were injected. */
+export type FaultTally = Record<FaultKind, number>;
+
+/** Per-run fault rates. Unset fields are drawn from the seed, so seeds differ in their mix. */
+export interface FaultRates {
+  /** Probability that a message is dropped. */
+  readonly dropRate: number;
+  /** Probability that a message is delivered twice. */
+  readonly duplicateRate: number;
+  /** Probability that a message is held back up to `longDelayMsMax` (which reorders it). */
+  readonly longDelayRate: number;
+  /** Per fault step (every `faultStepMs`), probability of starting a partition. */
+  readonly partitionRate: number;
+  readonly crashRate: number;
+  readonly stallRate: number;
+  readonly fsyncFailureRate: number;
+  readonly transferRate: number;
+}
+
+/** Options of one simulated run. */
+export interface SimulationOptions {
+  readonly seed: number;
+  /** Cluster size. Default 3. */
+  readonly nodeCount?: number;
+  /** Virtual duration of the safety phase. Default 3,000 ms (300 ticks). */
+  readonly safetyMs?: number;
+  /** Ticks after healing within which a leader must commit a new proposal. Default 200. */
+  readonly livenessTicksMax?: number;
+  /** Simulated clients. Default 3. */
+  readonly clientCount?: number;
+  /** Overrides of the seed-drawn fault rates. */
+  readonly faults?: Partial<FaultRates>;
+  /**
+   * Breaks the driver on purpose, to prove the checkers catch what they claim to:
+   * `ack-before-fsync` sends `messagesAfterPersist` (vote grants, append acks) before the write
+   * is durable; `stale-reads` serves reads from the local state of whichever node the client
+   * reached, without ReadIndex.
+   */
+  readonly driverBug?: 'ack-before-fsync' | 'stale-reads';
+  /**
+   * Checks to leave out, so a test can show the remaining ones catch a bug on their own
+   * (`commit-durability` catches an early ack first, before its consequences show).
+   */
+  readonly disabledChecks?: readonly 'commit-durability'[];
+  /** Overrides of the seed-drawn core configuration. */
+  readonly coreConfig?: Partial<Omit<CoreConfig, 'id' | 'random'>>;
+  /** Records a readable trace of the last events (slower; used to explain a failing seed). */
+  readonly isTraceEnabled?: boolean;
+  /** Events kept in the trace. Default 400. */
+  readonly traceLinesMax?: number;
+}
+
+/** What one run found. */
+export interface SimulationResult {
+  readonly seed: number;
+  /** Null when every check passed; else what broke. */
+  readonly violation: string | null;
+  /** Set when the linearizability search gave up (not a violation, but worth a look). */
+  readonly inconclusive: string | null;
+  readonly tally: FaultTally;
+  readonly history: readonly HistoryOperation[];
+  /** The last events before the end (empty unless `isTraceEnabled`). */
+  readonly trace: readonly string[];
+  readonly stats: {
+    readonly events: number;
+    readonly committedIndex: number;
+    readonly operationsOk: number;
+    readonly operationsUnknown: number;
+    readonly operationsFailed: number;
+    readonly elections: number;
+  };
+}
+
+/** An invariant broke. Carries a precise message; the simulator turns it into a result. */
+export class SimulationViolation extends Error {
+  override readonly name = 'SimulationViolation';
+}
+
+const TICK_MS = 10;
+const FAULT_STEP_MS = 20;
+const LATENCY_MS_MIN = 1;
+const LATENCY_MS_MAX = 5;
+const LONG_DELAY_MS_MAX = 150;
+const SYNC_MS_MIN = 1;
+const SYNC_MS_MAX = 4;
+const CLIENT_TIMEOUT_MS = 1_500;
+const KEYS = ['x', 'y', 'z'];
+
+/** A binary min-heap of events ordered by (time, sequence): ties run in scheduling order. */
+class EventQueue {
+  private readonly times: number[] = [];
+  private readonly seqs: number[] = [];
+  private readonly fns: (() => void)[] = [];
+  private seq = 0;
+
+  get size(): number {
+    return this.fns.length;
+  }
+
+  push(time: number, fn: () => void): void {
+    let i = this.fns.length;
+    const seq = this.seq++;
+    this.times.push(time);
+    this.seqs.push(seq);
+    this.fns.push(fn);
+    while (i > 0) {
+      const parent = (i - 1) >> 1;
+      if (this.less(parent, time, seq)) break;
+      this.move(parent, i);
+      i = parent;
+    }
+    this.times[i] = time;
+    this.seqs[i] = seq;
+    this.fns[i] = fn;
+  }
+
+  peekTime(): number {
+    return this.times[0];
+  }
+
+  pop(): () => void {
+    const top = this.fns[0];
+    const lastTime = this.times.pop()!;
+    const lastSeq = this.seqs.pop()!;
+    const lastFn = this.fns.pop()!;
+    const n = this.fns.length;
+    if (n > 0) {
+      let i = 0;
+      while (true) {
+        const l = 2 * i + 1;
+        if (l >= n) break;
+        const r = l + 1;
+        const c = r < n && this.lessIdx(r, l) ? r : l;
+        if (this.less(c, lastTime, lastSeq)) {
+          this.move(c, i);
+          i = c;
+        } else break;
+      }
+      this.times[i] = lastTime;
+      this.seqs[i] = lastSeq;
+      this.fns[i] = lastFn;
+    }
+    return top;
+  }
+
+  private less(i: number, time: number, seq: number): boolean {
+    return this.times[i] < time || (this.times[i] === time && this.seqs[i] < seq);
+  }
+  private lessIdx(i: number, j: number): boolean {
+    return this.less(i, this.times[j], this.seqs[j]);
+  }
+  private move(from: number, to: number): void {
+    this.times[to] = this.times[from];
+    this.seqs[to] = this.seqs[from];
+    this.fns[to] = this.fns[from];
+  }
+}
+
+interface DurableImage {
+  hardState: HardState;
+  /** entries[i] has index i + 1 (the simulator does not compact). */
+  entries: Entry[];
+}
+
+interface PendingWrite {
+  readonly rd: Ready;
+}
+
+interface ClientOperation {
+  readonly client: number;
+  readonly command: KvCommand;
+  readonly call: number;
+  isDone: boolean;
+}
+
+interface PendingProposal {
+  readonly term: number;
+  readonly operation: ClientOperation;
+}
+
+class SimNode {
+  core: RaftCore | null = null;
+  /** Bumped on every crash so that events of a previous incarnation are ignored. */
+  incarnation = 0;
+  readonly durable: DiskImage;
+  readonly kv = new KvStore();
+  /** Writes handed out by Ready and not yet part of a sync. */
+  queued: PendingWrite[] = [];
+  /** Writes in the sync in flight. */
+  syncing: PendingWrite[] | null = null;
+  stalledUntilMs = 0;
+  isSyncFailing = false;
+  /** Highest commit index seen in this incarnation. */
+  commitSeen = 0;
+  proposals = new Map<number, PendingProposal>();
+  reads = new Map<number, ClientOperation>();
+  readsReady: { index: number; operation: ClientOperation }[] = [];
+  /** Term in which this node was last seen leader, to spot new leaderships. */
+  leaderTermSeen = -1;
+  /** Set while the driver drains this node's Readies. */
+  isDraining = false;
+
+  constructor(
+    readonly id: NodeId,
+    readonly index: number,
+  ) {
+    this.durable = { hardState: { term: 0, vote: null, commit: 0 }, entries: [] };
+  }
+}
+
+type DiskImage = DurableImage;
+
+interface Client {
+  readonly id: number;
+  guess: NodeId | null;
+  sequence: number;
+  current: ClientOperation | null;
+}
+
+/** Runs one seed. Never throws for a Raft bug: violations (and core assertions) come back in the result. */
+export function runSimulation(options: SimulationOptions): SimulationResult {
+  return new Simulation(options).run();
+}
+
+class Simulation {
+  private readonly rng: SeededRandom;
+  private readonly queue = new EventQueue();
+  private nowMs = 0;
+  private readonly nodes: SimNode[] = [];
+  private readonly byId = new Map<NodeId, SimNode>();
+  private readonly conf: ConfState;
+  private readonly rates: FaultRates;
+  private readonly tally: FaultTally;
+  private readonly isTraceEnabled: boolean;
+  private readonly trace: string[] = [];
+  private readonly traceLinesMax: number;
+  /** Directed links that are cut: `${from}>${to}`. */
+  private readonly cut = new Set<string>();
+  private isHealed = false;
+  private events = 0;
+  private elections = 0;
+  /** term -> leader id. */
+  private readonly leaders = new Map<number, NodeId>();
+  /** `${node}@${term}` -> the candidate it granted its vote to. */
+  private readonly votes = new Map<string, NodeId>();
+  /** (index:term) -> the entry's predecessor term and payload, for log matching. */
+  private readonly entryRegistry = new Map<string, { prevTerm: number; data: Uint8Array }>();
+  /** committed[i] = term of the entry committed at index i (index 0 unused). */
+  private readonly committed: number[] = [0];
+  /** applied[i] = the entry applied at index i by the first node to apply it. */
+  private readonly applied: Entry[] = [];
+  private readonly history: HistoryOperation[] = [];
+  private readonly clients: Client[] = [];
+  private operationsOk = 0;
+  private operationsUnknown = 0;
+  private operationsFailed = 0;
+  private requestIds = 0;
+  /** Per directed link, the send sequence of the last delivered message (to count reorders). */
+  private readonly lastDelivered = new Map<string, number>();
+  private sendSeq = 0;
+  private readonly coreConfig: Omit<CoreConfig, 'id' | 'random'>;
+
+  constructor(private readonly options: SimulationOptions) {
+    this.rng = new SeededRandom(options.seed, 0);
+    const count = options.nodeCount ?? 3;
+    for (let i = 0; i < count; i++) {
+      const node = new SimNode(`n${i + 1}`, i);
+      this.nodes.push(node);
+      this.byId.set(node.id, node);
+    }
+    this.conf = { voters: this.nodes.map((n) => n.id), learners: [], votersOutgoing: [], learnersNext: [] };
+    const r = this.rng;
+    // Each seed draws its own fault mix, so across seeds every combination shows up.
+    this.rates = {
+      dropRate: r.chance(0.7) ? r.nextFloat() * 0.15 : 0,
+      duplicateRate: r.chance(0.6) ? r.nextFloat() * 0.08 : 0,
+      longDelayRate: r.chance(0.6) ? r.nextFloat() * 0.1 : 0,
+      partitionRate: r.chance(0.7) ? 0.01 + r.nextFloat() * 0.04 : 0,
+      crashRate: r.chance(0.7) ? 0.005 + r.nextFloat() * 0.03 : 0,
+      stallRate: r.chance(0.6) ? 0.005 + r.nextFloat() * 0.03 : 0,
+      fsyncFailureRate: r.chance(0.5) ? 0.005 + r.nextFloat() * 0.02 : 0,
+      transferRate: r.chance(0.5) ? 0.005 + r.nextFloat() * 0.02 : 0,
+      ...options.faults,
+    };
+    this.coreConfig = {
+      electionTimeoutTicks: 10,
+      heartbeatTicks: r.pick([1, 2, 3]),
+      isPreVoteEnabled: r.chance(0.75),
+      isCheckQuorumEnabled: r.chance(0.75),
+      isProposalForwardingEnabled: false,
+      inflightMessagesMax: r.pick([1, 4, 256]),
+      inflightBytesMax: r.pick([512, 1 << 20]),
+      entryBytesMax: 4096,
+      appendBatchBytesMax: r.pick([256, 64 * 1024]),
+      uncommittedBytesMax: 64 * 1024,
+      leaseTicks: 0,
+      applyBatchBytesMax: r.pick([256, 64 * 1024]),
+      ...options.coreConfig,
+    };
+    this.tally = Object.fromEntries(FAULT_KINDS.map((k) => [k, 0])) as FaultTally;
+    this.isTraceEnabled = options.isTraceEnabled ?? false;
+    this.traceLinesMax = options.traceLinesMax ?? 400;
+    for (let i = 0; i < (options.clientCount ?? 3); i++) {
+      this.clients.push({ id: i + 1, guess: null, sequence: 0, current: null });
+    }
+  }
+
+  run(): SimulationResult {
+    let violation: string | null = null;
+    let inconclusive: string | null = null;
+    try {
+      this.simulate();
+      const result = checkLinearizable(this.history, { stepsMax: 300_000 });
+      if (!result.ok) {
+        if (result.kind === 'violation')
+          throw new SimulationViolation(`history not linearizable: ${result.explanation}`);
+        inconclusive = result.explanation;
+      }
+    } catch (err) {
+      if (err instanceof SimulationViolation) violation = err.message;
+      else if (err instanceof Error && err.name === 'RaftAssertionError') violation = `core assertion: ${err.message}`;
+      else if (err instanceof Error) violation = `unexpected error: ${err.stack ?? err.message}`;
+      else throw err;
+      this.log(`VIOLATION ${violation}`);
+    }
+    const committedIndex = this.committed.length - 1;
+    return {
+      seed: this.options.seed,
+      violation,
+      inconclusive,
+      tally: this.tally,
+      history: this.history,
+      trace: this.trace,
+      stats: {
+        events: this.events,
+        committedIndex,
+        operationsOk: this.operationsOk,
+        operationsUnknown: this.operationsUnknown,
+        operationsFailed: this.operationsFailed,
+        elections: this.elections,
+      },
+    };
+  }
+
+  private simulate(): void {
+    const safetyMs = this.options.safetyMs ?? 3_000;
+    const livenessMs = (this.options.livenessTicksMax ?? 200) * TICK_MS;
+    for (const node of this.nodes) this.start(node);
+    for (const client of this.clients) this.at(this.rng.between(0, 50), () => this.clientNext(client));
+    for (let t = FAULT_STEP_MS; t < safetyMs; t += FAULT_STEP_MS) this.at(t, () => this.injectFaults());
+    this.at(safetyMs, () => this.heal());
+    const endMs = safetyMs + livenessMs;
+    let livenessMarker: { index: number; term: number; node: SimNode } | null = null;
+    let livenessDoneMs = -1;
+    // The liveness probe: once healed, propose a marker on whoever leads, and wait for its commit.
+    const probe = (): void => {
+      if (livenessDoneMs >= 0) return;
+      if (livenessMarker !== null) {
+        const { node, index, term } = livenessMarker;
+        if (node.core !== null && node.core.log.committed >= index && node.core.log.term(index) === term) {
+          livenessDoneMs = this.nowMs;
+          this.log(`liveness: marker ${index}@${term} committed on ${node.id}`);
+          return;
+        }
+        if (node.core === null || node.core.role !== 'leader' || node.core.term !== term) livenessMarker = null;
+      }
+      if (livenessMarker === null) {
+        const leader = this.nodes.find((n) => n.core !== null && n.core.role === 'leader');
+        if (leader !== undefined) {
+          const data = encodeKvCommand({ op: 'write', key: 'liveness', value: `m${this.nowMs}`, id: -1 });
+          const result = leader.core!.propose([data]);
+          if (result.code === null) livenessMarker = { index: result.index, term: result.term, node: leader };
+          this.afterInput(leader);
+        }
+      }
+      if (this.nowMs + TICK_MS <= endMs) this.at(this.nowMs + TICK_MS, probe);
+    };
+    this.at(safetyMs + 1, probe);
+    while (this.queue.size > 0 && this.queue.peekTime() <= endMs && livenessDoneMs < 0) {
+      this.nowMs = this.queue.peekTime();
+      const fn = this.queue.pop();
+      this.events++;
+      fn();
+    }
+    if (livenessDoneMs < 0) {
+      const roles = this.nodes.map((n) => {
+        const core = n.core;
+        if (core === null) return `${n.id}:down`;
+        let text = `${n.id}:${core.role}@${core.term} last=${core.log.lastIndex()} commit=${core.log.committed}`;
+        if (core.role === 'leader') {
+          const progress = [...core.progress]
+            .filter(([id]) => id !== n.id)
+            .map(
+              ([id, pr]) =>
+                `${id}{state=${pr.state} match=${pr.match} next=${pr.next} paused=${pr.isPaused()} inflight=${pr.inflights.count}}`,
+            );
+          text += ` progress ${progress.join(' ')}`;
+        }
+        return text;
+      });
+      throw new SimulationViolation(
+        `liveness: no new proposal committed within ${livenessMs / TICK_MS} ticks after healing (${roles.join(' ')})`,
+      );
+    }
+    // Operations still open have an unknown outcome.
+    for (const client of this.clients) if (client.current !== null) this.finishUnknown(client);
+  }
+
+  // ─── Scheduling and tracing ──────────────────────────────────────────────────────────────────
+
+  private at(timeMs: number, fn: () => void): void {
+    this.queue.push(timeMs, fn);
+  }
+
+  private log(line: string): void {
+    if (!this.isTraceEnabled) return;
+    this.trace.push(`${String(this.nowMs).padStart(6)}ms ${line}`);
+    if (this.trace.length > this.traceLinesMax * 2) this.trace.splice(0, this.trace.length - this.traceLinesMax);
+  }
+
+  // ─── Nodes: start, crash, tick ───────────────────────────────────────────────────────────────
+
+  private start(node: SimNode): void {
+    const durable = node.durable;
+    const lastDurable = durable.entries.length;
+    if (node.kv.appliedIndex > lastDurable) {
+      throw new SimulationViolation(
+        `${node.id} applied index ${node.kv.appliedIndex} beyond its durable log ${lastDurable}: applied an entry that was not durable`,
+      );
+    }
+    node.core = new RaftCore(
+      {
+        ...this.coreConfig,
+        id: node.id,
+        random: new SeededRandom(this.options.seed, 1000 + node.index * 97 + node.incarnation),
+      },
+      {
+        hardState: durable.hardState,
+        snapshot: null,
+        entries: durable.entries.slice(),
+        appliedIndex: node.kv.appliedIndex,
+        conf: this.conf,
+      },
+    );
+    node.commitSeen = node.core.log.committed;
+    if (node.commitSeen < durable.hardState.commit) {
+      throw new SimulationViolation(
+        `${node.id} restarted with commit ${node.commitSeen} below its durable ${durable.hardState.commit}`,
+      );
+    }
+    node.leaderTermSeen = -1;
+    const incarnation = node.incarnation;
+    const phase = this.rng.between(0, TICK_MS - 1);
+    const tick = (): void => {
+      if (node.incarnation !== incarnation) return;
+      node.core!.tick();
+      this.afterInput(node);
+      this.at(this.nowMs + TICK_MS, tick);
+    };
+    this.at(this.nowMs + phase + 1, tick);
+    this.log(
+      `${node.id} start term=${durable.hardState.term} vote=${durable.hardState.vote} last=${lastDurable} applied=${node.kv.appliedIndex}`,
+    );
+  }
+
+  private crash(node: SimNode, reason: string): void {
+    if (node.core === null) return;
+    this.tally['node-crashed']++;
+    const isLosingWrites = node.queued.some(hasWrite) || (node.syncing !== null && node.syncing.some(hasWrite));
+    if (isLosingWrites) this.tally['unsynced-writes-lost']++;
+    this.log(`${node.id} CRASH (${reason})${isLosingWrites ? ', unsynced writes lost' : ''}`);
+    node.core = null;
+    node.incarnation++;
+    node.queued = [];
+    node.syncing = null;
+    node.stalledUntilMs = 0;
+    node.isSyncFailing = false;
+    node.proposals.clear();
+    node.reads.clear();
+    node.readsReady = [];
+  }
+
+  private restartLater(node: SimNode, downMs: number): void {
+    const incarnation = node.incarnation;
+    this.at(this.nowMs + downMs, () => {
+      if (node.incarnation === incarnation && node.core === null) this.start(node);
+    });
+  }
+
+  // ─── The driver: Ready handling ──────────────────────────────────────────────────────────────
+
+  /** After any input to a node's core: drain its Readies and check invariants. */
+  private afterInput(node: SimNode): void {
+    const core = node.core;
+    if (core === null) return;
+    // Not re-entrant: a sync completing inside the loop below calls back here, and the loop picks
+    // up whatever that produced (so committed entries are applied in order).
+    if (node.isDraining) return;
+    node.isDraining = true;
+    try {
+      this.drain(node, core);
+    } finally {
+      node.isDraining = false;
+    }
+    if (node.core === core) this.checkNode(node);
+  }
+
+  private drain(node: SimNode, core: RaftCore): void {
+    let guard = 0;
+    while (core.hasReady()) {
+      if (++guard > 10_000) throw new SimulationViolation(`${node.id}: hasReady() never became false`);
+      const rd = core.ready();
+      this.checkNewEntries(node, rd);
+      for (const m of rd.messages) this.send(m);
+      if (this.options.driverBug === 'ack-before-fsync') for (const m of rd.messagesAfterPersist) this.send(m);
+      const isWriteNeeded = rd.entries.length > 0 || rd.hardState !== null;
+      // A Ready with nothing to write still waits behind earlier writes, to keep `persisted` in order.
+      const isBehindWrites = node.queued.length > 0 || node.syncing !== null;
+      if (isWriteNeeded || rd.messagesAfterPersist.length > 0 || isBehindWrites) {
+        node.queued.push({ rd });
+        this.maybeStartSync(node);
+      } else {
+        core.persisted(rd);
+      }
+      this.apply(node, rd);
+      this.serveReads(node, rd);
+      if (node.core !== core) return;
+    }
+  }
+
+  private maybeStartSync(node: SimNode): void {
+    if (node.syncing !== null || node.queued.length === 0 || node.core === null) return;
+    if (!node.queued.some(hasWrite) && node.queued.length > 0) {
+      // Nothing to write: only messages waiting for earlier writes, which are all durable now.
+      const batch = node.queued;
+      node.queued = [];
+      this.completeWrites(node, batch);
+      return;
+    }
+    const batch = node.queued;
+    node.queued = [];
+    node.syncing = batch;
+    const incarnation = node.incarnation;
+    const delayMs = this.rng.between(SYNC_MS_MIN, SYNC_MS_MAX);
+    const finish = (): void => {
+      if (node.incarnation !== incarnation) return;
+      if (this.nowMs < node.stalledUntilMs) {
+        this.at(node.stalledUntilMs, finish);
+        return;
+      }
+      if (node.isSyncFailing) {
+        // fsync failed: what it covered may or may not be on disk. The node must not acknowledge
+        // anything; it crashes, and on restart finds only what earlier syncs made durable.
+        this.tally['fsync-failed']++;
+        this.crash(node, 'fsync failed');
+        this.restartLater(node, this.rng.between(20, 200));
+        return;
+      }
+      node.syncing = null;
+      for (const write of batch) {
+        writeDurable(node.durable, write.rd);
+        // A durable vote is a promise: the node must never vote otherwise in that term.
+        if (write.rd.hardState !== null) this.checkVote(node, write.rd.hardState);
+      }
+      this.log(
+        `${node.id} synced ${batch.length} write(s), durable last=${node.durable.entries.length} term=${node.durable.hardState.term}`,
+      );
+      this.completeWrites(node, batch);
+      this.maybeStartSync(node);
+    };
+    this.at(this.nowMs + delayMs, finish);
+  }
+
+  private completeWrites(node: SimNode, batch: readonly PendingWrite[]): void {
+    const core = node.core!;
+    for (const write of batch) {
+      core.persisted(write.rd);
+      if (this.options.driverBug === 'ack-before-fsync') continue; // already sent (the bug)
+      for (const m of write.rd.messagesAfterPersist) this.send(m);
+    }
+    this.afterInput(node);
+  }
+
+  private apply(node: SimNode, rd: Ready): void {
+    const entries = rd.committedEntries;
+    if (entries.length === 0) return;
+    const core = node.core!;
+    for (const entry of entries) {
+      // State machine safety: every node applies the same entry at an index.
+      const first = this.applied[entry.index];
+      if (first === undefined) this.applied[entry.index] = entry;
+      else if (first.term !== entry.term || !sameBytes(first.data, entry.data)) {
+        throw new SimulationViolation(
+          `state machine safety: ${node.id} applies ${entry.index}@${entry.term} but ${entry.index}@${first.term} was applied elsewhere`,
+        );
+      }
+      if (entry.index > node.durable.entries.length) {
+        throw new SimulationViolation(
+          `${node.id} was handed entry ${entry.index} to apply before it was durable locally`,
+        );
+      }
+      const result = node.kv.apply(entry);
+      const pending = node.proposals.get(entry.index);
+      if (pending !== undefined) {
+        node.proposals.delete(entry.index);
+        if (pending.term === entry.term) this.finishOk(pending.operation, result);
+        else this.finishFailed(pending.operation, 'overwritten by another leader');
+      }
+    }
+    core.appliedTo(entries[entries.length - 1].index);
+  }
+
+  private serveReads(node: SimNode, rd: Ready): void {
+    for (const state of rd.readStates) {
+      const operation = node.reads.get(state.requestId);
+      if (operation === undefined) continue;
+      node.reads.delete(state.requestId);
+      node.readsReady.push({ index: state.index, operation });
+    }
+    for (const id of rd.droppedReads) {
+      const operation = node.reads.get(id);
+      if (operation === undefined) continue;
+      node.reads.delete(id);
+      this.finishFailed(operation, 'read dropped');
+    }
+    if (node.readsReady.length > 0) {
+      const applied = node.kv.appliedIndex;
+      node.readsReady = node.readsReady.filter(({ index, operation }) => {
+        if (applied < index) return true;
+        const value = node.kv.values.get(operation.command.key) ?? null;
+        this.finishOk(operation, { id: operation.command.id, value });
+        return false;
+      });
+    }
+  }
+
+  // ─── Invariants ──────────────────────────────────────────────────────────────────────────────
+
+  private checkNewEntries(node: SimNode, rd: Ready): void {
+    const core = node.core!;
+    for (let i = 0; i < rd.entries.length; i++) {
+      const e = rd.entries[i];
+      const prevTerm = i === 0 ? core.log.term(e.index - 1) : rd.entries[i - 1].term;
+      const key = `${e.index}:${e.term}`;
+      const known = this.entryRegistry.get(key);
+      if (known === undefined) this.entryRegistry.set(key, { prevTerm, data: e.data });
+      else if (known.prevTerm !== prevTerm || !sameBytes(known.data, e.data)) {
+        // Log matching: an (index, term) pair identifies one entry and, inductively, the whole prefix.
+        throw new SimulationViolation(
+          `log matching: ${node.id} has ${key} after term ${prevTerm}, but another log has ${key} after term ${known.prevTerm}${sameBytes(known.data, e.data) ? '' : ' with a different payload'}`,
+        );
+      }
+    }
+  }
+
+  private checkVote(node: SimNode, hardState: HardState): void {
+    if (hardState.vote === null) return;
+    const key = `${node.id}@${hardState.term}`;
+    const previous = this.votes.get(key);
+    if (previous === undefined) this.votes.set(key, hardState.vote);
+    else if (previous !== hardState.vote) {
+      throw new SimulationViolation(
+        `${node.id} voted twice in term ${hardState.term}: for ${previous} and for ${hardState.vote}`,
+      );
+    }
+  }
+
+  private checkNode(node: SimNode): void {
+    const core = node.core!;
+    if (core.role === 'leader') {
+      const leader = this.leaders.get(core.term);
+      if (leader === undefined) {
+        this.leaders.set(core.term, node.id);
+        this.elections++;
+        this.log(`${node.id} LEADER term=${core.term} last=${core.log.lastIndex()}`);
+        // Leader completeness: the new leader's log holds every entry committed so far.
+        for (let i = 1; i < this.committed.length; i++) {
+          if (core.log.term(i) !== this.committed[i]) {
+            throw new SimulationViolation(
+              `leader completeness: ${node.id} leads term ${core.term} without committed entry ${i}@${this.committed[i]} (has term ${core.log.term(i)})`,
+            );
+          }
+        }
+      } else if (leader !== node.id) {
+        throw new SimulationViolation(`two leaders in term ${core.term}: ${leader} and ${node.id}`);
+      }
+    }
+    const commit = core.log.committed;
+    if (commit < node.commitSeen) {
+      throw new SimulationViolation(`${node.id} commit index went back from ${node.commitSeen} to ${commit}`);
+    }
+    if (commit > node.commitSeen) {
+      for (let i = node.commitSeen + 1; i <= commit; i++) {
+        const term = core.log.term(i);
+        if (i < this.committed.length) {
+          if (this.committed[i] !== term) {
+            throw new SimulationViolation(
+              `${node.id} commits ${i}@${term} but ${i}@${this.committed[i]} was committed before`,
+            );
+          }
+        } else {
+          if (i !== this.committed.length) throw new SimulationViolation(`commit gap at ${i}`);
+          // A newly committed entry must be durable on a majority (the leader's ack promises it).
+          let durableCopies = 0;
+          for (const other of this.nodes) {
+            const e = other.durable.entries[i - 1];
+            if (e !== undefined && e.term === term) durableCopies++;
+          }
+          const isChecked = !(this.options.disabledChecks ?? []).includes('commit-durability');
+          if (isChecked && durableCopies < Math.floor(this.nodes.length / 2) + 1) {
+            throw new SimulationViolation(
+              `${node.id} commits ${i}@${term} but only ${durableCopies} node(s) hold it durably`,
+            );
+          }
+          this.committed.push(term);
+        }
+      }
+      node.commitSeen = commit;
+    }
+  }
+
+  // ─── Network ─────────────────────────────────────────────────────────────────────────────────
+
+  private send(m: Message): void {
+    const r = this.rng;
+    const link = `${m.from}>${m.to}`;
+    if (!this.isHealed && r.chance(this.rates.dropRate)) {
+      this.tally['message-dropped']++;
+      return;
+    }
+    const copies = !this.isHealed && r.chance(this.rates.duplicateRate) ? 2 : 1;
+    if (copies === 2) this.tally['message-duplicated']++;
+    const seq = this.sendSeq++;
+    for (let c = 0; c < copies; c++) {
+      let delayMs = r.between(LATENCY_MS_MIN, LATENCY_MS_MAX);
+      if (!this.isHealed && r.chance(this.rates.longDelayRate)) {
+        this.tally['message-delayed']++;
+        delayMs += r.between(1, LONG_DELAY_MS_MAX);
+      }
+      this.at(this.nowMs + delayMs, () => this.deliver(m, link, seq));
+    }
+  }
+
+  private deliver(m: Message, link: string, seq: number): void {
+    if (this.cut.has(link)) {
+      this.tally['message-dropped']++;
+      return;
+    }
+    const node = this.byId.get(m.to);
+    if (node === undefined || node.core === null) return;
+    const last = this.lastDelivered.get(link) ?? -1;
+    if (seq < last) this.tally['message-reordered']++;
+    else this.lastDelivered.set(link, seq);
+    if (this.isTraceEnabled) this.log(`${m.from}->${m.to} ${describeMessage(m)}`);
+    node.core.step(m);
+    this.afterInput(node);
+  }
+
+  // ─── Faults ──────────────────────────────────────────────────────────────────────────────────
+
+  private injectFaults(): void {
+    const r = this.rng;
+    const rates = this.rates;
+    if (r.chance(rates.partitionRate)) this.partition();
+    if (r.chance(rates.crashRate)) {
+      const node = r.pick(this.nodes);
+      if (node.core !== null) {
+        this.crash(node, 'injected');
+        this.restartLater(node, r.between(20, 400));
+      }
+    }
+    if (r.chance(rates.stallRate)) {
+      const node = r.pick(this.nodes);
+      if (node.core !== null) {
+        this.tally['disk-stalled']++;
+        node.stalledUntilMs = this.nowMs + r.between(10, 300);
+        this.log(`${node.id} disk stalls until ${node.stalledUntilMs}ms`);
+      }
+    }
+    if (r.chance(rates.fsyncFailureRate)) {
+      const node = r.pick(this.nodes);
+      if (node.core !== null) {
+        node.isSyncFailing = true;
+        this.log(`${node.id} next fsync will fail`);
+      }
+    }
+    if (r.chance(rates.transferRate)) {
+      const leader = this.nodes.find((n) => n.core !== null && n.core.role === 'leader');
+      if (leader !== undefined) {
+        const to = r.pick(this.nodes.filter((n) => n !== leader)).id;
+        const result = leader.core!.transferLeadership(to);
+        if (result.code === null) this.tally['leadership-transfer']++;
+        this.log(`${leader.id} transfer leadership to ${to}: ${result.code ?? 'accepted'}`);
+        this.afterInput(leader);
+      }
+    }
+  }
+
+  private partition(): void {
+    const r = this.rng;
+    const ids = this.nodes.map((n) => n.id);
+    const isolated = r.pick(ids);
+    const durationMs = r.between(50, 600);
+    const links: string[] = [];
+    if (r.chance(0.5)) {
+      this.tally['partition-symmetric']++;
+      for (const other of ids) if (other !== isolated) links.push(`${isolated}>${other}`, `${other}>${isolated}`);
+      this.log(`partition ${isolated} | ${ids.filter((i) => i !== isolated).join(' ')} for ${durationMs}ms`);
+    } else {
+      this.tally['partition-asymmetric']++;
+      const other = r.pick(ids.filter((i) => i !== isolated));
+      const isOutbound = r.chance(0.5);
+      links.push(isOutbound ? `${isolated}>${other}` : `${other}>${isolated}`);
+      this.log(`partition one-way ${links[0]} for ${durationMs}ms`);
+    }
+    for (const link of links) this.cut.add(link);
+    this.at(this.nowMs + durationMs, () => {
+      for (const link of links) this.cut.delete(link);
+    });
+  }
+
+  private heal(): void {
+    this.isHealed = true;
+    this.cut.clear();
+    this.log('HEAL: partitions removed, no more drops, stalls or fsync failures; down nodes restart');
+    for (const node of this.nodes) {
+      node.stalledUntilMs = 0;
+      node.isSyncFailing = false;
+      if (node.core === null) {
+        node.incarnation++;
+        this.start(node);
+      }
+    }
+  }
+
+  // ─── Clients ─────────────────────────────────────────────────────────────────────────────────
+
+  private clientNext(client: Client): void {
+    if (client.current !== null) return;
+    const r = this.rng;
+    const key = r.pick(KEYS);
+    const id = client.id * 1_000_000 + ++client.sequence;
+    const kind = r.nextInt(4);
+    const command: KvCommand =
+      kind < 2 ? { op: 'write', key, value: `c${client.id}.${client.sequence}`, id } : { op: 'read', key, id };
+    const isReadIndex = kind === 3;
+    const operation: ClientOperation = { client: client.id, command, call: this.nowMs, isDone: false };
+    client.current = operation;
+    const target = client.guess !== null && r.chance(0.9) ? this.byId.get(client.guess)! : r.pick(this.nodes);
+    // The request reaches the node after a network latency (clients are outside the partitions).
+    this.at(this.nowMs + r.between(LATENCY_MS_MIN, LATENCY_MS_MAX), () => {
+      if (operation.isDone) return;
+      const core = target.core;
+      if (core === null) {
+        this.finishFailed(operation, 'connection refused');
+        return;
+      }
+      if (isReadIndex && this.options.driverBug === 'stale-reads') {
+        const value = target.kv.values.get(command.key) ?? null;
+        this.finishOk(operation, { id: command.id, value });
+      } else if (isReadIndex) {
+        const requestId = ++this.requestIds;
+        const result = core.readIndex(requestId);
+        if (result.code !== null) {
+          client.guess = result.leaderHint;
+          this.finishFailed(operation, result.code);
+        } else target.reads.set(requestId, operation);
+      } else {
+        const result = core.propose([encodeKvCommand(command)]);
+        if (result.code !== null) {
+          client.guess = result.leaderHint;
+          this.finishFailed(operation, result.code);
+        } else {
+          client.guess = target.id;
+          target.proposals.set(result.index, { term: result.term, operation });
+        }
+      }
+      this.afterInput(target);
+    });
+    this.at(this.nowMs + CLIENT_TIMEOUT_MS, () => {
+      if (client.current === operation) this.finishUnknown(client);
+    });
+  }
+
+  private clientOf(operation: ClientOperation): Client {
+    return this.clients[operation.client - 1];
+  }
+
+  private record(operation: ClientOperation, value: string | null, ret: number | null): void {
+    const c = operation.command;
+    this.history.push({
+      client: operation.client,
+      op: c.op,
+      key: c.key,
+      value: c.op === 'write' ? c.value : value,
+      call: operation.call,
+      return: ret,
+    });
+  }
+
+  private finishOk(operation: ClientOperation, result: KvResult | undefined): void {
+    if (operation.isDone) return;
+    operation.isDone = true;
+    if (result === undefined || result.id !== operation.command.id) {
+      throw new SimulationViolation(`client ${operation.client} got a result for another command`);
+    }
+    this.operationsOk++;
+    // The reply reaches the client after a latency; the operation returns then.
+    this.record(operation, result.value, this.nowMs + 1);
+    this.log(`client ${operation.client} ${describeCommand(operation.command)} -> ${JSON.stringify(result.value)}`);
+    this.releaseClient(operation, 1);
+  }
+
+  private finishFailed(operation: ClientOperation, reason: string): void {
+    if (operation.isDone) return;
+    operation.isDone = true;
+    this.operationsFailed++;
+    // A refused operation had no effect: it is left out of the history.
+    this.log(`client ${operation.client} ${describeCommand(operation.command)} failed: ${reason}`);
+    this.releaseClient(operation, 5 + this.rng.nextInt(20));
+  }
+
+  private finishUnknown(client: Client): void {
+    const operation = client.current!;
+    if (!operation.isDone) {
+      operation.isDone = true;
+      this.operationsUnknown++;
+      this.record(operation, null, null);
+      this.log(`client ${operation.client} ${describeCommand(operation.command)} timed out (outcome unknown)`);
+    }
+    client.guess = null;
+    client.current = null;
+    this.at(this.nowMs + 1, () => this.clientNext(client));
+  }
+
+  private releaseClient(operation: ClientOperation, thinkMs: number): void {
+    const client = this.clientOf(operation);
+    if (client.current !== operation) return;
+    client.current = null;
+    this.at(this.nowMs + thinkMs, () => this.clientNext(client));
+  }
+}
+
+function hasWrite(write: PendingWrite): boolean {
+  return write.rd.entries.length > 0 || write.rd.hardState !== null;
+}
+
+function writeDurable(image: DiskImage, rd: Ready): void {
+  if (rd.entries.length > 0) {
+    const first = rd.entries[0].index;
+    if (first > image.entries.length + 1) {
+      throw new SimulationViolation(`driver bug: write at ${first} leaves a gap after ${image.entries.length}`);
+    }
+    image.entries.length = first - 1;
+    for (const e of rd.entries) image.entries.push(e);
+  }
+  if (rd.hardState !== null) image.hardState = rd.hardState;
+}
+
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a === b) return true;
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+function describeCommand(c: KvCommand): string {
+  return c.op === 'write' ? `write ${c.key}=${c.value}` : `read ${c.key}`;
+}
+
+function describeMessage(m: Message): string {
+  const parts = [`${messageTypeName(m.type)} t${m.term}`];
+  if (m.type === MessageType.App) {
+    parts.push(`prev=${m.index}@${m.logTerm} n=${m.entries.length} commit=${m.commit}`);
+  } else if (m.type === MessageType.AppResp) {
+    parts.push(`index=${m.index}${m.reject ? ` reject hint=${m.rejectHint}@${m.logTerm}` : ''}`);
+  } else if (m.type === MessageType.Vote || m.type === MessageType.PreVote) {
+    parts.push(`last=${m.index}@${m.logTerm}`);
+  } else if (m.type === MessageType.VoteResp || m.type === MessageType.PreVoteResp) {
+    parts.push(m.reject ? 'reject' : 'grant');
+  } else if (m.type === MessageType.Heartbeat) {
+    parts.push(`commit=${m.commit}`);
+  }
+  return parts.join(' ');
+}
+
+/** Describes an entry payload for traces (KV commands decoded, no-ops named). */
+export function describeEntry(entry: Entry): string {
+  if (entry.type !== EntryType.Normal) return `${entry.index}@${entry.term} conf-change`;
+  if (entry.data.length === 0) return `${entry.index}@${entry.term} no-op`;
+  try {
+    return `${entry.index}@${entry.term} ${describeCommand(decodeKvCommand(entry.data))}`;
+  } catch {
+    return `${entry.index}@${entry.term} ${entry.data.length} bytes`;
+  }
+}
