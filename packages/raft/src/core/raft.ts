@@ -209,6 +209,8 @@ export class RaftCore {
   leadTransferee: NodeId | null = null;
   /** Set once a TimeoutNow was sent in this term: lease reads are then unsafe for the rest of it. */
   private isLeaseRevoked = false;
+  /** Started from a persisted term: it may have acknowledged a leader's lease before a crash. */
+  private readonly hasBootedWithState: boolean;
   private uncommittedBytes = 0;
   /** The leader's appended batches not yet wholly committed: last index and bytes of each, FIFO. */
   private readonly uncommittedBatchLastIndexes: number[] = [];
@@ -259,6 +261,7 @@ export class RaftCore {
       state.appliedIndex,
     );
     this.snapshotMeta = snap;
+    this.hasBootedWithState = state.hardState.term > 0;
     this.isSnapshotNeeded = snap !== null && state.appliedIndex < snap.index;
     this.term = state.hardState.term;
     this.vote = state.hardState.vote;
@@ -385,8 +388,12 @@ export class RaftCore {
         const isForced = m.context === CAMPAIGN_TRANSFER;
         // Raft §6 (check-quorum / leader stickiness): a node that heard from a leader within the
         // election timeout ignores vote requests, so a rejoining node cannot depose a live leader.
+        // A node that just started may have acknowledged a leader's lease before it crashed, and
+        // forgot: it also waits out one election timeout after boot before voting.
         const isInLease =
-          this.cfg.isCheckQuorumEnabled && this.lead !== null && this.electionElapsed < this.cfg.electionTimeoutTicks;
+          this.cfg.isCheckQuorumEnabled &&
+          ((this.lead !== null && this.electionElapsed < this.cfg.electionTimeoutTicks) ||
+            (this.hasBootedWithState && this.tickCount < this.cfg.electionTimeoutTicks));
         if (!isForced && isInLease) return;
       }
       if (m.type === MessageType.PreVote) {

@@ -188,3 +188,32 @@ test('a stale leader learns the new term from a follower reply and steps down', 
   t.is(net.core('a').role, 'follower');
   t.is(net.core('a').lead === newLeader || net.core('a').lead === null, true);
 });
+
+test('check-quorum: a node that just (re)started waits out one election timeout before voting, since it may have acknowledged a lease it forgot', (t) => {
+  const b = new RaftCore(coreConfig('b', { isCheckQuorumEnabled: true }), {
+    hardState: { term: 1, vote: 'a', commit: 0 },
+    snapshot: null,
+    entries: [],
+    appliedIndex: 0,
+    conf: { voters: ids, learners: [], votersOutgoing: [], learnersNext: [] },
+  });
+  const vote = {
+    type: MessageType.Vote,
+    from: 'c',
+    to: 'b',
+    term: 5,
+    logTerm: 0,
+    index: 0,
+    entries: [],
+    commit: 0,
+    reject: false,
+    rejectHint: 0,
+    context: 0,
+  } as const;
+  b.step(vote);
+  t.is(b.term, 1, 'ignored right after boot');
+  for (let i = 0; i < 10; i++) b.tick();
+  b.step(vote);
+  t.is(b.term, 5);
+  t.is(b.vote, 'c');
+});
