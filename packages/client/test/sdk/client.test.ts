@@ -23,6 +23,9 @@ async function setup(
   const client = new RdlClient({
     endpoints: cluster.addresses,
     requestTimeoutMs: 20_000,
+    // One attempt may take long on a loaded machine; a retry after a timed-out attempt would make
+    // the outcome ambiguous (isCreated false, VOLUME_NOT_FOUND treated as done) and the test flaky.
+    attemptTimeoutMs: 20_000,
     // Tests that hold requests must not see the stream declared stalled on a loaded machine.
     streamStallMs: 60_000,
     random: seededRandom(42),
@@ -129,7 +132,12 @@ test('writes carry the session, increasing seqs and ackedBelow = lowest unanswer
 test('unary calls and IO follow NOT_LEADER hints to the leader', async (t) => {
   const cluster = await FakeCluster.start(3);
   cluster.setLeader(2);
-  const client = new RdlClient({ endpoints: cluster.addresses, random: () => 0, requestTimeoutMs: 20_000 });
+  const client = new RdlClient({
+    endpoints: cluster.addresses,
+    random: () => 0,
+    requestTimeoutMs: 20_000,
+    attemptTimeoutMs: 20_000,
+  });
   t.teardown(async () => {
     await client.close();
     await cluster.close();
