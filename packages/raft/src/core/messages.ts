@@ -115,8 +115,10 @@ export function isWellFormedMessage(m: unknown, to: string): m is Message {
     const e = entries[i] as Record<string, unknown> | null;
     if (typeof e !== 'object' || e === null || !(e.data instanceof Uint8Array)) return false;
     if (!isCount(e.term) || !isCount(e.index) || (e.type !== 0 && e.type !== 1)) return false;
-    if (x.type === MessageType.App && (e.index !== x.index + 1 + i || e.term > x.term || e.term < x.logTerm)) {
-      return false;
+    if (x.type === MessageType.App) {
+      // Contiguous after `index`, terms non-decreasing from `logTerm` and never above the sender's term.
+      const previousTerm = i === 0 ? x.logTerm : (entries[i - 1] as { term: number }).term;
+      if (e.index !== x.index + 1 + i || e.term > x.term || e.term < previousTerm) return false;
     }
   }
   return true;
