@@ -74,8 +74,8 @@ export class BlockClient {
     });
   }
 
-  status(): Promise<StatusResponse> {
-    return this.call<StatusResponse>('status', {});
+  status(timeoutMs = 10_000): Promise<StatusResponse> {
+    return this.call<StatusResponse>('status', {}, timeoutMs);
   }
 
   /** Opens an Io stream. */

@@ -116,7 +116,8 @@ export class Cluster {
   /** Status as reported by one member, or null if it does not answer. */
   async statusOf(region: string): Promise<StatusResponse | null> {
     try {
-      return await this.member(region).client.status();
+      // A short deadline: one unresponsive member must not stall a polling loop.
+      return await this.member(region).client.status(2_000);
     } catch {
       return null;
     }
@@ -126,7 +127,7 @@ export class Cluster {
    * Waits until every running member (or those in `among`) agrees on one leader that is itself
    * running and says it leads; returns its region.
    */
-  async waitForLeader(timeoutMs = 20_000, among?: readonly string[]): Promise<string> {
+  async waitForLeader(timeoutMs = 40_000, among?: readonly string[]): Promise<string> {
     let leader = '';
     await waitFor(
       async () => {
