@@ -3,7 +3,7 @@
 // propose() resolving with the proposer's apply result, fail-fast RAFT_NOT_LEADER with a leader
 // hint, readIndex, leadership transfer, group commit of appends, and RAFT_STOPPED on stop.
 import test from 'ava';
-import { RaftNode } from '../../src/index.js';
+import { MessageType, RaftNode } from '../../src/index.js';
 import type { RaftConfig } from '../../src/index.js';
 import { seededRandom } from './harness.js';
 import { EchoMachine, Hub, ManualClock, MemoryStorage } from './node-fakes.js';
@@ -165,4 +165,23 @@ test('create() rejects an invalid config with RAFT_CONFIG_INVALID listing every 
   t.regex(error!.message, /heartbeatTicks/);
   t.regex(error!.message, /inflightMessagesMax/);
   t.regex(error!.message, /isCheckQuorumEnabled/);
+});
+
+test('lease reads (opt-in): within the lease readIndex resolves without a heartbeat round; by default it takes one', async (t) => {
+  for (const isLease of [true, false]) {
+    const c = await cluster({ isLeaseReadEnabled: isLease, clockDriftBoundMs: 100 });
+    await c.until(() => c.leader() !== undefined);
+    const leader = c.nodes.get(c.leader()!)!;
+    await leader.node.propose(new Uint8Array([1]));
+    c.clock.advance(50); // one heartbeat round acknowledged: the lease starts
+    await yieldTurns();
+    let heartbeats = 0;
+    c.hub.filter = (m) => {
+      if (m.type === MessageType.Heartbeat) heartbeats++;
+      return true;
+    };
+    await leader.node.readIndex(); // no clock advance: only messages move
+    t.is(heartbeats === 0, isLease, `lease=${String(isLease)}: ${heartbeats} heartbeats`);
+    for (const n of c.nodes.values()) await n.node.stop();
+  }
 });
