@@ -935,7 +935,9 @@ export class RaftNode {
   }
 
   private completeApply(entries: readonly Entry[], results: readonly unknown[]): void {
-    for (let i = 0; i < entries.length; i++) {
+    // A node with no proposals of its own waiting (a follower, usually) skips the lookups.
+    const count = this.byIndex.size === 0 ? 0 : entries.length;
+    for (let i = 0; i < count; i++) {
       const e = entries[i];
       const head = this.byIndex.get(e.index);
       if (head === undefined) continue;
