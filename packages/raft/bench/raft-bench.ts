@@ -5,10 +5,25 @@
  * committed entries per second for 16 B and 4 KiB entries and the CPU time the whole cluster
  * (three cores, one thread) spent per committed entry, from process.cpuUsage().
  *
+ * A last scenario runs the same three nodes behind the async RaftNode driver (in-memory storage and
+ * transport, one promise per proposal) to show what the driver adds on top of the core.
+ *
  * Usage: node packages/raft/dist/bench/raft-bench.js [--seconds 3] [--json]
  */
 import { parseArgs } from 'node:util';
-import type { Entry } from '../src/api.js';
+import type {
+  Clock,
+  Entry,
+  HardState,
+  PersistedState,
+  RaftMessage,
+  SnapshotMeta,
+  SnapshotReader,
+  SnapshotWriter,
+  StateMachine,
+  Storage,
+} from '../src/api.js';
+import { RaftNode } from '../src/node.js';
 import type { CoreConfig, Message } from '../src/core/index.js';
 import { RaftCore } from '../src/core/index.js';
 
@@ -164,7 +179,134 @@ function runScenario(s: Scenario, seconds: number): Result {
   };
 }
 
-function main(): void {
+/** Storage whose writes are durable at once (the bench measures CPU, not disks). */
+class InstantStorage implements Storage {
+  load(): Promise<PersistedState> {
+    return Promise.resolve({ hardState: { term: 0, vote: null, commit: 0 }, snapshot: null, entries: [] });
+  }
+  append(_entries: readonly Entry[], _hardState: HardState | null): Promise<void> {
+    return Promise.resolve();
+  }
+  applySnapshot(): Promise<void> {
+    return Promise.resolve();
+  }
+  compact(): Promise<void> {
+    return Promise.resolve();
+  }
+  close(): Promise<void> {
+    return Promise.resolve();
+  }
+}
+
+class CountingMachine implements StateMachine {
+  applied = 0;
+  appliedIndex(): Promise<number> {
+    return Promise.resolve(0);
+  }
+  apply(entries: readonly Entry[]): Promise<unknown[]> {
+    this.applied = entries[entries.length - 1].index;
+    return Promise.resolve(new Array<unknown>(entries.length));
+  }
+  openSnapshot(_meta: SnapshotMeta): Promise<SnapshotReader> {
+    return Promise.reject(new Error('no snapshots in the bench'));
+  }
+  beginRestore(_meta: SnapshotMeta): Promise<SnapshotWriter> {
+    return Promise.reject(new Error('no snapshots in the bench'));
+  }
+}
+
+/** A clock whose timers fire only when `fire()` is called (elections are driven by hand). */
+class HandClock implements Clock {
+  private readonly timers = new Set<() => void>();
+  now(): number {
+    return Number(process.hrtime.bigint() / 1_000_000n);
+  }
+  setInterval(fn: () => void): () => void {
+    this.timers.add(fn);
+    return () => this.timers.delete(fn);
+  }
+  setTimeout(fn: () => void): () => void {
+    return this.setInterval(fn);
+  }
+  fire(): void {
+    for (const fn of [...this.timers]) fn();
+  }
+}
+
+async function runDriverScenario(seconds: number): Promise<Result> {
+  const clock = new HandClock();
+  const handlers = new Map<string, (m: RaftMessage) => void>();
+  const nodes: RaftNode[] = [];
+  for (const [i, id] of ids.entries()) {
+    const node = await RaftNode.create({
+      id,
+      peers: ids,
+      storage: new InstantStorage(),
+      transport: {
+        send: (messages) => {
+          for (const m of messages) queueMicrotask(() => handlers.get(m.to)?.(m));
+        },
+        onMessage: (handler) => {
+          handlers.set(id, handler);
+        },
+      },
+      stateMachine: new CountingMachine(),
+      clock,
+      random: random(i + 1),
+      config: { logEntriesMax: 200_000, logEntriesKeep: 1_000 },
+    });
+    node.start();
+    nodes.push(node);
+  }
+  const tick = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+  for (let i = 0; i < 100 && !nodes.some((n) => n.status().role === 'leader'); i++) {
+    clock.fire();
+    await tick();
+  }
+  const leader = nodes.find((n) => n.status().role === 'leader');
+  if (leader === undefined) throw new Error('no leader in the driver scenario');
+  const payload = new Uint8Array(16);
+  const windowMax = 4096;
+  const cpuStart = process.cpuUsage();
+  const startNs = process.hrtime.bigint();
+  const durationNs = BigInt(Math.round(seconds * 1e9));
+  let committed = 0;
+  await new Promise<void>((resolve, reject) => {
+    let inflight = 0;
+    let isStopping = false;
+    const pump = (): void => {
+      if (process.hrtime.bigint() - startNs >= durationNs) isStopping = true;
+      while (!isStopping && inflight < windowMax) {
+        inflight++;
+        leader.propose(payload).then(() => {
+          inflight--;
+          committed++;
+          if (isStopping && inflight === 0) resolve();
+          else if (inflight < windowMax / 2) pump();
+        }, reject);
+      }
+      if (isStopping && inflight === 0) resolve();
+    };
+    pump();
+  });
+  const elapsedNs = process.hrtime.bigint() - startNs;
+  const cpu = process.cpuUsage(cpuStart);
+  for (const n of nodes) await n.stop();
+  const secondsTaken = Number(elapsedNs) / 1e9;
+  return {
+    scenario: 'RaftNode driver, 16 B proposals, 4,096 in flight',
+    entryBytes: 16,
+    batchEntries: 1,
+    committedEntries: committed,
+    seconds: secondsTaken,
+    entriesPerSecond: committed / secondsTaken,
+    megabytesPerSecond: (committed * 16) / secondsTaken / 1e6,
+    cpuMicrosPerEntry: (cpu.user + cpu.system) / committed,
+    messages: 0,
+  };
+}
+
+async function main(): Promise<void> {
   const { values } = parseArgs({
     options: { seconds: { type: 'string', default: '3' }, json: { type: 'boolean', default: false } },
   });
@@ -181,6 +323,7 @@ function main(): void {
   // A short warm-up so the JIT has compiled the hot paths before measuring.
   runScenario(scenarios[0], Math.min(1, seconds));
   const results = scenarios.map((s) => runScenario(s, seconds));
+  results.push(await runDriverScenario(seconds));
   if (values.json) {
     process.stdout.write(`${JSON.stringify({ node: process.version, results }, null, 2)}\n`);
     return;
@@ -197,4 +340,4 @@ function main(): void {
   }
 }
 
-main();
+await main();
