@@ -354,10 +354,12 @@ export class BlockApi {
       isClosed = true;
       this.streams.delete(call);
       abort.abort();
+      releaseAwaiting();
       if (error !== undefined) call.emit('error', toGrpcError(error));
       else call.end();
     };
     const release = (id: number): void => {
+      if (!inflight.has(id)) return; // each slot is released once
       const bytes = inflight.get(id) ?? 0;
       inflight.delete(id);
       inflightBytes -= bytes;
@@ -367,8 +369,32 @@ export class BlockApi {
       metrics?.apiInflightBytes.dec(bytes);
       if (isEnded && inflight.size === 0) finish();
     };
-    const answer = (response: IoResponse): void => {
-      if (!isClosed) call.write(response);
+    // Back-pressure towards a client that does not read its responses: once grpc-js buffers a
+    // write (write() returns false), stop reading requests from it and keep the in-flight slots of
+    // the answered requests taken until the buffer drains. Memory per stream stays within its
+    // in-flight limits, and the daemon-wide budget is not handed to others meanwhile.
+    const awaitingDrain: number[] = [];
+    let isPaused = false;
+    const releaseAwaiting = (): void => {
+      for (const waiting of awaitingDrain.splice(0)) release(waiting);
+    };
+    const answer = (response: IoResponse): boolean => {
+      if (isClosed) return true;
+      const isFlushed = call.write(response);
+      if (!isFlushed && !isPaused) {
+        isPaused = true;
+        call.pause();
+        call.once('drain', () => {
+          isPaused = false;
+          releaseAwaiting();
+          if (!isClosed) call.resume();
+        });
+      }
+      return isFlushed;
+    };
+    const settle = (id: number, isFlushed: boolean): void => {
+      if (isFlushed || isClosed) release(id);
+      else awaitingDrain.push(id);
     };
 
     call.on('data', (bytes: Buffer) => {
@@ -391,7 +417,7 @@ export class BlockApi {
       }
       const started = performance.now();
       const op = typeof request.op === 'string' ? request.op : 'unknown';
-      const reply = (error: WireError | null, data?: Uint8Array): void => {
+      const reply = (error: WireError | null, data?: Uint8Array): boolean => {
         const volume = typeof request.volume === 'string' ? request.volume : '';
         // Label by volume only for existing volumes: unknown names from clients must not create
         // unbounded metric series.
@@ -400,18 +426,21 @@ export class BlockApi {
         if (error === null) {
           if (op !== 'flush') metrics?.ioBytes.inc({ volume: label, op }, request.length);
           metrics?.ioSeconds.observe({ op }, (performance.now() - started) / 1000);
-          answer(data === undefined ? { id, ok: true } : { id, ok: true, data });
-        } else {
-          answer({ id, ok: false, error });
+          return answer(data === undefined ? { id, ok: true } : { id, ok: true, data });
         }
+        return answer({ id, ok: false, error });
       };
       const check = checkIoRequest(request);
-      if (check !== undefined) return reply(check);
+      if (check !== undefined) {
+        reply(check);
+        return;
+      }
       if (request.length > limits.ioBytesMax) {
-        return reply({
+        reply({
           code: WireCode.TOO_LARGE,
           message: `IO length ${request.length} is above this daemon's maximum ${limits.ioBytesMax}`,
         });
+        return;
       }
       const payloadBytes = request.length;
       if (
@@ -420,10 +449,11 @@ export class BlockApi {
         this.budget.requests >= limits.daemonInflightMax ||
         this.budget.bytes + payloadBytes > limits.daemonInflightBytesMax
       ) {
-        return reply({
+        reply({
           code: WireCode.RESOURCE_EXHAUSTED,
           message: `too many IO requests in flight (stream: ${inflight.size} requests, ${inflightBytes} bytes; daemon: ${this.budget.requests} requests, ${this.budget.bytes} bytes)`,
         });
+        return;
       }
       inflight.set(id, payloadBytes);
       inflightBytes += payloadBytes;
@@ -432,17 +462,13 @@ export class BlockApi {
       metrics?.apiInflightRequests.inc();
       metrics?.apiInflightBytes.inc(payloadBytes);
       this.serveOne(request, abort.signal).then(
-        (data) => {
-          reply(null, data);
-          release(id);
-        },
+        (data) => settle(id, reply(null, data)),
         (err: unknown) => {
           const error =
             isRecord(err) && typeof err.code === 'string' && !(err instanceof Error)
               ? (err as unknown as WireError)
               : this.wireError(err);
-          reply(error);
-          release(id);
+          settle(id, reply(error));
         },
       );
     });
@@ -454,12 +480,14 @@ export class BlockApi {
       isClosed = true;
       this.streams.delete(call);
       abort.abort();
+      releaseAwaiting();
     });
     call.on('error', (err) => {
       this.log.debug({ err }, 'io stream failed');
       isClosed = true;
       this.streams.delete(call);
       abort.abort();
+      releaseAwaiting();
     });
   }
 

@@ -1,0 +1,60 @@
+// Proves the Io stream's back-pressure towards a client that stops reading its responses: with the
+// client paused, the daemon answers until gRPC's buffers fill, then stops reading new requests and
+// keeps the answered requests' in-flight slots taken (rdl_api_inflight_requests stays up, bounded by
+// the stream's window) instead of buffering responses without limit; when the client reads again,
+// every request is answered. Real rdld processes on 127.0.0.1.
+import test from 'ava';
+import { startCluster } from '../helpers/cluster.js';
+import type { Cluster } from '../helpers/cluster.js';
+import { waitFor } from '../helpers/ports.js';
+
+let cluster: Cluster;
+test.before(async () => {
+  cluster = await startCluster({ args: ['--api-stream-inflight-max', '64'] });
+});
+test.after.always(async () => {
+  await cluster?.destroy();
+});
+
+async function gauge(port: number, name: string): Promise<number> {
+  const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+  const match = new RegExp(`^${name}\\{[^}]*\\} (\\d+)`, 'm').exec(text);
+  return match ? Number(match[1]) : 0;
+}
+
+test.serial('a client that stops reading is back-pressured, then fully answered', async (t) => {
+  const leader = await cluster.waitForLeader();
+  const member = cluster.member(leader);
+  await member.client.call('createVolume', { name: 'big', sizeBytes: 4 * 1024 * 1024 });
+  const io = member.client.io();
+  // Reach into the stream to stop reading responses, as a stalled client would.
+  const call = (io as unknown as { call: { pause(): void; resume(): void } }).call;
+  call.pause();
+  const requests = Array.from({ length: 48 }, () =>
+    io.request({ op: 'read', volume: 'big', offset: 0, length: 1024 * 1024, session: '', seq: 0, ackedBelow: 0 }),
+  );
+  // 48 MiB of answers cannot all sit in HTTP/2 windows: some slots stay taken while paused.
+  await waitFor(
+    async () => (await gauge(member.metricsPort, 'rdl_api_inflight_requests')) > 0,
+    'requests held in flight by back-pressure',
+    20_000,
+    100,
+  );
+  // And they stay held while the client does not read (without back-pressure they would be
+  // released as soon as each answer was handed to gRPC, a fraction of a second after arriving).
+  for (let sample = 0; sample < 10; sample++) {
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    const held = await gauge(member.metricsPort, 'rdl_api_inflight_requests');
+    t.true(held > 0 && held <= 64, `sample ${sample}: held ${held}`);
+  }
+  call.resume();
+  const responses = await Promise.all(requests);
+  t.true(responses.every((r) => r.ok && r.data?.length === 1024 * 1024));
+  await waitFor(
+    async () => (await gauge(member.metricsPort, 'rdl_api_inflight_requests')) === 0,
+    'slots released after the drain',
+    10_000,
+    100,
+  );
+  io.end();
+});
