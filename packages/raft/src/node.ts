@@ -861,7 +861,7 @@ export class RaftNode {
     this.isAppending = true;
     const startMs = this.clock.now();
     let bytes = 0;
-    for (const e of entries) bytes += e.data.byteLength;
+    if (this.observer.onFsync !== undefined) for (const e of entries) bytes += e.data.byteLength;
     const count = entries.length;
     this.appendDone = this.storage.append(entries, hardState).then(
       () => {
@@ -906,7 +906,7 @@ export class RaftNode {
     if (this.isApplying || this.applyHolds > 0 || this.applyQueue.length === 0 || this.isStopped) return;
     let entries = this.applyQueue.shift()!;
     let bytes = 0;
-    for (const e of entries) bytes += e.data.byteLength;
+    if (this.applyQueue.length > 0) for (const e of entries) bytes += e.data.byteLength;
     // Merge small batches that queued up behind a slow apply, within the apply byte limit.
     while (this.applyQueue.length > 0) {
       let next = 0;
