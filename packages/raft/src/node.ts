@@ -678,7 +678,12 @@ export class RaftNode {
   private onTick(): void {
     if (this.isStopped) return;
     this.tickCount++;
-    this.core.tick();
+    try {
+      this.core.tick();
+    } catch (error) {
+      this.fatal(error, 'raft core invariant violated');
+      return;
+    }
     this.expireForwards();
     if (this.outgoing.size > 0) this.checkSnapshotTimeouts();
     this.run();
@@ -690,7 +695,14 @@ export class RaftNode {
       this.log.warn({ from: (m as { from?: unknown } | null)?.from }, 'dropping a malformed raft message');
       return;
     }
-    this.core.step(m);
+    try {
+      this.core.step(m);
+    } catch (error) {
+      // A broken core invariant (a peer claiming a commit that contradicts our log, or a bug):
+      // halt rather than risk acknowledging something wrong, and never throw into the transport.
+      this.fatal(error, 'raft core invariant violated');
+      return;
+    }
     this.schedule();
   }
 
@@ -1358,8 +1370,13 @@ export class RaftNode {
     });
   }
 
+  /**
+   * Halts the node for good: storage or state-machine failures (RAFT_STORAGE_FAILED), or a broken
+   * core invariant (RAFT_STOPPED, the assertion as cause).
+   */
   private fatal(cause: unknown, message: string): void {
-    const error = new RaftError(RaftErrorCode.StorageFailed, message, { cause });
+    const code = message.startsWith('raft core invariant') ? RaftErrorCode.Stopped : RaftErrorCode.StorageFailed;
+    const error = new RaftError(code, message, { cause });
     this.log.error({ err: cause }, message);
     this.halt(error);
     this.observer.onFatal?.(error);
