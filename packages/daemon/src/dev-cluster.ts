@@ -1,7 +1,9 @@
 /**
  * `npm start`: a development cluster on one machine. Starts geneva, gland and lucerne as child
  * processes on 127.0.0.1 (client API 7001-7003, peers 7101-7103, metrics 9101-9103, data under
- * ./data/<region>, logs under ./data/logs), waits for a leader and prints how to use them.
+ * ./data/<region>, logs under ./data/logs), and the mounting agent (`rdl-agent nbd`, from
+ * packages/agent) exporting a 1 GiB volume `demo` on nbd://127.0.0.1:10809/demo; waits for a
+ * leader and for the export, and prints how to use them.
  *
  * Supervision mirrors the systemd unit: a daemon that exits on its own is restarted after
  * `restartDelayMs` (Restart=on-failure, RestartSec=3) while the other two keep serving; exit status
@@ -11,6 +13,7 @@
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { createWriteStream, mkdirSync } from 'node:fs';
+import { connect } from 'node:net';
 import type { WriteStream } from 'node:fs';
 import { resolve as resolvePath, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -142,6 +145,21 @@ export class Supervisor {
   }
 }
 
+/** True once the agent accepts NBD connections and has finished its handshake greeting. */
+async function isNbdExportReady(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect({ host: '127.0.0.1', port });
+    const done = (isReady: boolean): void => {
+      socket.destroy();
+      resolve(isReady);
+    };
+    socket.setTimeout(1000, () => done(false));
+    socket.once('error', () => done(false));
+    // The server speaks first: 'NBDMAGIC' + 'IHAVEOPT'. Seeing it means the agent is serving.
+    socket.once('data', (chunk: Buffer) => done(chunk.subarray(0, 8).toString('latin1') === 'NBDMAGIC'));
+  });
+}
+
 async function readiness(port: number): Promise<{ isReady: boolean; leader: string | null } | null> {
   try {
     const response = await fetch(`http://127.0.0.1:${port}/readyz`, { signal: AbortSignal.timeout(1000) });
@@ -157,8 +175,9 @@ async function main(argv: readonly string[]): Promise<void> {
     .option('--data-dir <dir>', 'where the regions keep their data and logs', 'data')
     .option('--restart-delay-ms <ms>', 'delay before restarting a daemon that died', '3000')
     .option('--base-port <port>', 'first client port; peers use +100, metrics +2100 (tests move the cluster)', '7001')
+    .option('--nbd-port <port>', "the agent's NBD port (default 10809, or base port + 3808 when moved)")
     .parse([...argv], { from: 'user' });
-  const options = program.opts<{ dataDir: string; restartDelayMs: string; basePort: string }>();
+  const options = program.opts<{ dataDir: string; restartDelayMs: string; basePort: string; nbdPort?: string }>();
   const dataRoot = resolvePath(options.dataDir);
   const logDir = resolvePath(dataRoot, 'logs');
   mkdirSync(logDir, { recursive: true });
@@ -181,8 +200,29 @@ async function main(argv: readonly string[]): Promise<void> {
       logPath: resolvePath(logDir, `${region.region}.log`),
     });
   }
-  // The mounting agent (rdl-agent) joins the dev cluster here, as one more supervised process:
-  //   supervisor.add({ name: 'agent', script: <agent main>, args: [...endpoints...], logPath: ... });
+  // The mounting agent joins as one more supervised process. It is spawned by path, not imported:
+  // the daemon package does not depend on the agent (the agent depends on the client SDK only).
+  // `--ensure-volume` creates `demo` once a leader answers (idempotent across restarts).
+  const endpoints = regions.map((r) => `127.0.0.1:${r.clientPort}`).join(',');
+  const nbdPort = Number(
+    options.nbdPort ?? (Number(options.basePort) === 7001 ? 10809 : Number(options.basePort) + 3808),
+  );
+  supervisor.add({
+    name: 'agent',
+    script: fileURLToPath(new URL('../../../agent/dist/src/main.js', import.meta.url)),
+    args: [
+      'nbd',
+      '--endpoints',
+      endpoints,
+      '--ensure-volume',
+      'demo:1GiB',
+      '--listen',
+      `127.0.0.1:${nbdPort}`,
+      '--log-level',
+      'warn',
+    ],
+    logPath: resolvePath(logDir, 'agent.log'),
+  });
 
   let isStopping = false;
   const stop = (signal: string): void => {
@@ -191,7 +231,7 @@ async function main(argv: readonly string[]): Promise<void> {
       process.exit(1);
     }
     isStopping = true;
-    say(`\n${signal}: stopping the regions...`);
+    say(`\n${signal}: stopping the regions and the agent...`);
     supervisor.stop().then(
       () => {
         say('stopped.');
@@ -211,7 +251,7 @@ async function main(argv: readonly string[]): Promise<void> {
   let leader: string | null = null;
   while (!isStopping && Date.now() < deadline) {
     const states = await Promise.all(regions.map((r) => readiness(r.metricsPort)));
-    if (states.every((s) => s?.isReady)) {
+    if (states.every((s) => s?.isReady) && (await isNbdExportReady(nbdPort))) {
       leader = states[0]!.leader;
       break;
     }
@@ -222,7 +262,7 @@ async function main(argv: readonly string[]): Promise<void> {
     say(`no leader after 60 s; the logs in ${shown(logDir)} say why. Still supervising; Ctrl-C to stop.`);
     return;
   }
-  const endpoints = regions.map((r) => `127.0.0.1:${r.clientPort}`).join(',');
+  const nbdUri = `nbd://127.0.0.1:${nbdPort}/demo`;
   const lines = [
     '',
     `rdl dev cluster is up. Leader: ${leader}.`,
@@ -231,6 +271,12 @@ async function main(argv: readonly string[]): Promise<void> {
       (r) =>
         `  ${r.region.padEnd(8)} pid ${String(supervisor.pidOf(r.region)).padEnd(7)} client 127.0.0.1:${r.clientPort}  peer 127.0.0.1:${r.peerPort}  metrics http://127.0.0.1:${r.metricsPort}/metrics`,
     ),
+    `  agent    pid ${String(supervisor.pidOf('agent')).padEnd(7)} exports the 1 GiB volume demo on ${nbdUri}`,
+    '',
+    'Use the demo volume over NBD (Debian packages libnbd-bin, qemu-utils, fio):',
+    `  nbdinfo ${nbdUri}`,
+    `  qemu-io -f raw ${nbdUri} -c 'write -P 0xab 0 4096' -c 'read -P 0xab 0 4096'`,
+    `  fio --name=demo --ioengine=nbd --uri=${nbdUri} --rw=randwrite --bs=4k --iodepth=32 --size=256m --runtime=10 --time_based`,
     '',
     ...(options.basePort === '7001'
       ? ['Try, in another terminal, from this directory (rdlctl talks to all three regions by default):']
@@ -239,10 +285,10 @@ async function main(argv: readonly string[]): Promise<void> {
           `  export RDL_ENDPOINTS=${regions.map((r) => `127.0.0.1:${r.clientPort}`).join(',')}`,
         ]),
     '  npx rdlctl status',
-    '  npx rdlctl volume create demo --size 64MiB',
+    '  npx rdlctl volume create files --size 64MiB',
     '  head -c 10MiB /dev/urandom > /tmp/in.img',
-    '  npx rdlctl volume import demo /tmp/in.img',
-    '  npx rdlctl volume export demo /tmp/out.img && cmp -n 10485760 /tmp/in.img /tmp/out.img && echo same',
+    '  npx rdlctl volume import files /tmp/in.img',
+    '  npx rdlctl volume export files /tmp/out.img --length 10MiB && cmp /tmp/in.img /tmp/out.img && echo same',
     '  npx rdlctl volume list',
     '  npx rdlctl leader transfer gland',
     `  curl -s http://127.0.0.1:${regions[0].metricsPort}/metrics | grep ^rdl_raft`,

@@ -1,9 +1,10 @@
 // Proves `npm start`'s dev cluster (dist/src/dev-cluster.js, run as a real process): it starts three
-// daemons, waits for a leader and prints how to use them; a daemon killed with SIGKILL is restarted
+// daemons and the agent, waits for a leader and for the `demo` NBD export, and prints how to use
+// them; the printed NBD export really serves the 1 GiB volume (read with nbdinfo when installed); a daemon killed with SIGKILL is restarted
 // after the restart delay while the others keep serving, and rejoins; Ctrl-C (SIGINT) stops every
 // daemon and exits 0. Runs on ports probed free (moved with --base-port) and a temp data dir.
 import test from 'ava';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -24,7 +25,7 @@ async function isFree(port: number): Promise<boolean> {
 /** A base port whose nine derived ports are free (deterministic seed sequence, first fit). */
 async function freeBase(): Promise<number> {
   for (let base = 21_001 + (process.pid % 50) * 10; base < 30_000; base += 37) {
-    const ports = [0, 1, 2, 100, 101, 102, 2100, 2101, 2102].map((d) => base + d);
+    const ports = [0, 1, 2, 100, 101, 102, 2100, 2101, 2102, 3808].map((d) => base + d);
     if ((await Promise.all(ports.map(isFree))).every(Boolean)) return base;
   }
   throw new Error('no free port range');
@@ -58,11 +59,19 @@ test.serial('npm start: up, restart after a crash, clean Ctrl-C', async (t) => {
 
   await waitFor(() => output.includes('dev cluster is up'), 'the dev cluster to come up', 60_000, 50);
   t.regex(output, /npx rdlctl status/);
-  t.regex(output, /npx rdlctl volume create demo --size 64MiB/);
+  t.regex(output, /npx rdlctl volume create files --size 64MiB/);
   const pids = Object.fromEntries(
     [...output.matchAll(/^ {2}(geneva|gland|lucerne) +pid (\d+)/gm)].map((m) => [m[1], Number(m[2])]),
   );
   t.deepEqual(Object.keys(pids).sort(), ['geneva', 'gland', 'lucerne']);
+  const nbdUri = `nbd://127.0.0.1:${base + 3808}/demo`;
+  t.true(output.includes(`exports the 1 GiB volume demo on ${nbdUri}`), output);
+  t.true(output.includes(`nbdinfo ${nbdUri}`));
+  const agentPid = Number(/^ {2}agent +pid (\d+)/m.exec(output)?.[1]);
+  t.true(agentPid > 0 && isAlive(agentPid));
+  const nbdinfo = spawnSync('nbdinfo', ['--size', nbdUri], { encoding: 'utf8', timeout: 30_000 });
+  if (nbdinfo.error === undefined) t.is(nbdinfo.stdout.trim(), String(1024 ** 3), nbdinfo.stderr);
+  else t.log('nbdinfo not installed (Debian package libnbd-bin): export size not checked');
 
   process.kill(pids.gland, 'SIGKILL');
   await waitFor(() => output.includes('gland killed by SIGKILL; restarting'), 'the crash to be noticed', 10_000, 20);
@@ -88,6 +97,7 @@ test.serial('npm start: up, restart after a crash, clean Ctrl-C', async (t) => {
   t.is(await exited, 0);
   t.regex(output, /stopped\./);
   for (const [region, pid] of Object.entries(pids)) t.false(isAlive(pid), `${region} is gone`);
+  t.false(isAlive(agentPid), 'the agent is gone');
   // No daemon survives: every metrics port is free again.
   for (const d of [2100, 2101, 2102]) t.true(await isFree(base + d));
 });
