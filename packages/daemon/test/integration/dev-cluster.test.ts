@@ -47,14 +47,19 @@ test.serial('npm start: up, restart after a crash, clean Ctrl-C', async (t) => {
   const child = spawn(
     process.execPath,
     [DEV_CLUSTER, '--data-dir', join(dir, 'data'), '--base-port', String(base), '--restart-delay-ms', '1000'],
-    { stdio: ['ignore', 'pipe', 'pipe'] },
+    // Its own process group, so that a failed test can kill the supervisor and every child at once.
+    { stdio: ['ignore', 'pipe', 'pipe'], detached: true },
   );
   let output = '';
   child.stdout.on('data', (d: Buffer) => (output += d.toString()));
   child.stderr.on('data', (d: Buffer) => (output += d.toString()));
   const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
   t.teardown(() => {
-    child.kill('SIGKILL');
+    try {
+      process.kill(-child.pid!, 'SIGKILL');
+    } catch {
+      // Already gone.
+    }
   });
 
   await waitFor(() => output.includes('dev cluster is up'), 'the dev cluster to come up', 60_000, 50);
