@@ -1049,7 +1049,14 @@ export class RaftCore {
     if (pr.state === ProgressState.Snapshot) {
       // The follower installed a snapshot (or never needed it): once what it has reaches our log's
       // start, plain appends can take over. Its ack may not raise match (it acked this before).
-      if (pr.match + 1 < this.log.firstIndex()) return;
+      if (pr.match + 1 < this.log.firstIndex()) {
+        if (pr.pendingSnapshot > 0 && m.index >= pr.pendingSnapshot) {
+          // The snapshot arrived, but we compacted past it meanwhile: send a newer one.
+          pr.becomeProbe();
+          this.sendAppend(m.from, true);
+        }
+        return;
+      }
       pr.pendingSnapshot = 0;
       pr.becomeProbe();
       pr.becomeReplicate();

@@ -234,3 +234,38 @@ test('a follower whose snapshot ack does not raise its match (it had acked that 
   });
   t.is(a.progress.get('b')!.state, ProgressState.Replicate);
 });
+
+test("a follower that installed a snapshot older than the leader's log start gets a newer one", (t) => {
+  const net = new Network(ids);
+  net.elect('a');
+  net.isolate('c');
+  for (let i = 0; i < 10; i++) net.propose('a', `x${i}`);
+  const a = net.core('a');
+  a.compact(8);
+  net.heal();
+  net.tick(2, ['a']);
+  const pr = a.progress.get('c')!;
+  t.is(pr.state, ProgressState.Snapshot);
+  const sent = pr.pendingSnapshot;
+  // Meanwhile the leader writes more and compacts past the snapshot being sent.
+  net.isolate('c');
+  for (let i = 0; i < 5; i++) net.propose('a', `y${i}`);
+  a.compact(a.log.applied);
+  net.process('a');
+  a.step({
+    type: MessageType.AppResp,
+    from: 'c',
+    to: 'a',
+    term: a.term,
+    logTerm: 0,
+    index: sent,
+    entries: [],
+    commit: 0,
+    reject: false,
+    rejectHint: 0,
+    context: 0,
+  });
+  t.is(pr.state, ProgressState.Snapshot);
+  t.true(pr.pendingSnapshot > sent, 'a newer snapshot was requested');
+  t.deepEqual(a.ready().snapshotsToSend, ['c']);
+});
