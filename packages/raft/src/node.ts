@@ -1111,8 +1111,11 @@ export class RaftNode {
     }
     if (m.context > out.ackedSeq) out.ackedSeq = m.context;
     if (out.isLastSent && out.ackedSeq === out.nextSeq - 1) {
-      // Every chunk arrived; the follower's append response will move its progress on.
+      // Installed (the last chunk is acked after the install): probe the follower from there on,
+      // in case its append response was lost.
       this.closeOutgoing(out);
+      this.core.reportSnapshot(out.to, true);
+      this.schedule();
       return;
     }
     this.pumpSnapshot(out);
@@ -1192,11 +1195,12 @@ export class RaftNode {
         if (transfer.writer === null) transfer.writer = await this.stateMachine.beginRestore(meta);
         await transfer.writer.write(chunk.data);
         transfer.expectedSeq++;
-        this.sendSnapshotAck(m.from, meta.index, chunk.seq, false);
         if (chunk.isLast) {
+          // The last chunk is acknowledged only once installed: the leader then resumes appends.
           transfer.isInstalling = true;
           await this.installIncoming(transfer);
         }
+        this.sendSnapshotAck(m.from, meta.index, chunk.seq, false);
       })
       .catch((cause: unknown) => {
         this.log.warn({ err: cause, from: m.from }, 'receiving a snapshot failed');
@@ -1314,6 +1318,10 @@ export class RaftNode {
   private observe(): void {
     const core = this.core;
     this.checkConditions();
+    for (const out of this.outgoing.values()) {
+      // The follower no longer needs this snapshot (it caught up otherwise, or we lost leadership).
+      if (core.role !== 'leader' || core.progress.get(out.to)?.state !== 'snapshot') this.closeOutgoing(out);
+    }
     if (core.lead !== this.lastLeader || core.term !== this.lastTerm) {
       if (core.lead !== this.lastLeader) {
         this.log.info({ leader: core.lead, term: core.term, role: core.role }, 'raft leader changed');

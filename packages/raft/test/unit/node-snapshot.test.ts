@@ -179,3 +179,33 @@ test('a crash between recording a received snapshot and committing it is repaire
   t.true(restarted.sm.restoresCommitted >= 1, 'repaired by a snapshot');
   for (const n of c.nodes.values()) await n.node.stop();
 });
+
+test('a lost append response after a snapshot install does not leave the follower stuck', async (t) => {
+  const c = await cluster();
+  await c.until(() => c.leader() !== undefined);
+  const leaderId = c.leader()!;
+  const lagging = ids.find((id) => id !== leaderId)!;
+  c.hub.down.add(lagging);
+  const leader = c.nodes.get(leaderId)!;
+  await writeMany(leader.node, 'z', 40);
+  await c.until(() => leader.storage.snapshot !== null);
+  let isSnapSeen = false;
+  let droppedAppResp = 0;
+  c.hub.filter = (m: RaftMessage) => {
+    if (m.type === MessageType.Snap) isSnapSeen = true;
+    if (isSnapSeen && droppedAppResp === 0 && m.from === lagging && m.type === MessageType.AppResp) {
+      droppedAppResp++;
+      return false;
+    }
+    return true;
+  };
+  c.hub.down.delete(lagging);
+  const follower = c.nodes.get(lagging)!;
+  await c.until(() => follower.sm.log.length === 40);
+  t.is(droppedAppResp, 1);
+  await writeMany(leader.node, 'more', 2);
+  await c.until(() => follower.sm.log.length === 42);
+  t.deepEqual(follower.sm.log, leader.sm.log);
+  t.is(leader.node.status().progress[lagging].state, 'replicate');
+  for (const n of c.nodes.values()) await n.node.stop();
+});
