@@ -10,7 +10,7 @@ import { BenchError } from './errors.js';
 import { probeDisk, runFio } from './fio.js';
 import type { DiskProbe } from './fio.js';
 import { runLoopWorkload } from './loop-workload.js';
-import { isInstalled, stopAll } from './processes.js';
+import { isInstalled, stopAll, trackTempDir } from './processes.js';
 import { startProgress } from './progress.js';
 import {
   commitFollows,
@@ -199,6 +199,7 @@ async function main(): Promise<number> {
       if (workloads.length === 0) return;
     }
     const workDir = mkdtempSync(join(os.tmpdir(), `rdl-bench-${runner.system}-`));
+    const untrack = options.isKeepData ? () => true : trackTempDir(workDir);
     let running: RunningSystem;
     try {
       running = await runner.start({ workDir, volumeBytes: options.volumeBytes, rtt, ...needs });
@@ -208,6 +209,7 @@ async function main(): Promise<number> {
         notes.set(w.name + suffix, { status: 'failed', reason: `start: ${describeError(err).split('\n')[0]}` });
       }
       if (!options.isKeepData) rmSync(workDir, { recursive: true, force: true });
+      untrack();
       return;
     }
     if (suffix === '') descriptions.set(runner.system, running.description);
@@ -226,6 +228,7 @@ async function main(): Promise<number> {
       await running.stop();
       if (options.isKeepData) process.stderr.write(`bench: ${runner.system}: data and logs kept in ${workDir}\n`);
       else rmSync(workDir, { recursive: true, force: true });
+      untrack();
     }
   };
 

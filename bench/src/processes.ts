@@ -1,6 +1,6 @@
 import { spawn, spawnSync } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import { closeSync, openSync, readFileSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, rmSync } from 'node:fs';
 import { createConnection, createServer } from 'node:net';
 
 import { BenchError } from './errors.js';
@@ -18,6 +18,14 @@ export interface ManagedProcess {
 
 /** Every live child of the harness, so that Ctrl-C, an error or process exit leaves no orphan. */
 const live = new Set<ManagedProcess>();
+/** Temporary directories to delete if the harness is interrupted before it cleans up itself. */
+const tempDirs = new Set<string>();
+
+/** Registers a temporary directory for deletion on interruption; returns a function unregistering it. */
+export function trackTempDir(path: string): () => void {
+  tempDirs.add(path);
+  return () => tempDirs.delete(path);
+}
 let areHandlersInstalled = false;
 
 function killAllNow(): void {
@@ -38,7 +46,10 @@ function installHandlers(): void {
   for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
     process.once(signal, () => {
       process.stderr.write(`\nbench: ${signal}, stopping ${live.size} child process(es)\n`);
-      void stopAll().finally(() => process.exit(130));
+      void stopAll().finally(() => {
+        for (const dir of tempDirs) rmSync(dir, { recursive: true, force: true });
+        process.exit(130);
+      });
     });
   }
 }

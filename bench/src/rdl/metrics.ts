@@ -170,11 +170,12 @@ export function breakdownBetween(before: readonly DaemonSnapshot[], after: reado
   }
   if (leader === null) return { leader: null, leaderChanges, stages: {} };
   const start = before.find((d) => d.region === leader.region);
-  const end = after.find((d) => d.region === leader.region)!;
+  const end = after.find((d) => d.region === leader.region);
   return {
     leader: leader.region,
     leaderChanges,
-    stages: start === undefined ? {} : stagesBetween(start.histograms, end.histograms),
+    // A daemon that did not answer one of the two scrapes has no window to report.
+    stages: start === undefined || end === undefined ? {} : stagesBetween(start.histograms, end.histograms),
   };
 }
 

@@ -124,4 +124,7 @@ test('the breakdown reads the daemon leading at the end of the window and counts
   t.is(breakdown.leaderChanges, 1);
   t.is(breakdown.stages.fsync.count, 40);
   t.deepEqual(breakdownBetween([], []), { leader: null, leaderChanges: 0, stages: {} });
+  // The leader did not answer the second scrape: no window to report, and no crash.
+  t.deepEqual(breakdownBetween(before, []).stages, {});
+  t.is(breakdownBetween(before, []).leader, 'geneva');
 });
