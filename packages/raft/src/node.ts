@@ -75,6 +75,11 @@ export interface RaftConfig {
   snapshotIdleRoundsMax: number;
   /** Ticks a learner gets to catch up before promotion fails with RAFT_LEARNER_BEHIND. Default 200. */
   learnerCatchUpTicksMax: number;
+  /**
+   * Entries this node may hold appended but not yet applied before it refuses proposals with
+   * RAFT_UNCOMMITTED_LIMIT: back-pressure from a slow state machine. Default 100,000.
+   */
+  applyBacklogEntriesMax: number;
 }
 
 /** The defaults of {@link RaftConfig}. */
@@ -101,6 +106,7 @@ export const defaultRaftConfig: Readonly<RaftConfig> = Object.freeze({
   snapshotIdleTicks: 20,
   snapshotIdleRoundsMax: 3,
   learnerCatchUpTicksMax: 200,
+  applyBacklogEntriesMax: 100_000,
 });
 
 /** Hooks for metrics. All optional; they must not throw. */
@@ -240,6 +246,7 @@ function validateConfig(partial: Partial<RaftConfig> | undefined): Readonly<Raft
     'snapshotIdleTicks',
     'snapshotIdleRoundsMax',
     'learnerCatchUpTicksMax',
+    'applyBacklogEntriesMax',
   ];
   for (const key of positiveInts) {
     const v = c[key];
@@ -451,9 +458,18 @@ export class RaftNode {
     if (role !== 'leader' && !(this.config.isProposalForwardingEnabled && this.core.lead !== null)) {
       return Promise.reject(this.notLeader());
     }
-    if (this.proposalBytes + data.byteLength > this.config.uncommittedBytesMax) {
+    // Empty proposals still count (16 bytes each), so the waiting buffer is bounded in entries too.
+    if (this.proposalBytes + data.byteLength + 16 > this.config.uncommittedBytesMax) {
       return Promise.reject(
         new RaftError(RaftErrorCode.UncommittedLimit, 'too many bytes proposed and not yet appended'),
+      );
+    }
+    if (
+      this.core.log.lastIndex() + this.proposalData.length - this.appliedIndex >=
+      this.config.applyBacklogEntriesMax
+    ) {
+      return Promise.reject(
+        new RaftError(RaftErrorCode.UncommittedLimit, 'too many entries waiting to be applied (slow state machine)'),
       );
     }
     const signal = options?.signal;
@@ -463,7 +479,7 @@ export class RaftNode {
       if (signal !== undefined) this.onAbort(signal, pending, 'proposal aborted; it may or may not be applied');
       this.proposalData.push(data);
       this.proposalPendings.push(pending);
-      this.proposalBytes += data.byteLength;
+      this.proposalBytes += data.byteLength + 16;
       this.schedule();
     });
   }

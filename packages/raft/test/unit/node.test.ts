@@ -185,3 +185,33 @@ test('lease reads (opt-in): within the lease readIndex resolves without a heartb
     for (const n of c.nodes.values()) await n.node.stop();
   }
 });
+
+test('back-pressure: with the state machine stalled, proposals past applyBacklogEntriesMax fail with RAFT_UNCOMMITTED_LIMIT', async (t) => {
+  const c = await cluster({ applyBacklogEntriesMax: 8 });
+  await c.until(() => c.leader() !== undefined);
+  const leader = c.nodes.get(c.leader()!)!;
+  await leader.node.propose(new Uint8Array([0]));
+  let release!: () => void;
+  const gate = new Promise<void>((resolve) => {
+    release = resolve;
+  });
+  const apply = leader.sm.apply.bind(leader.sm);
+  leader.sm.apply = async (entries) => {
+    await gate;
+    return apply(entries);
+  };
+  const accepted: Promise<unknown>[] = [];
+  let refused: unknown = null;
+  for (let i = 0; i < 20 && refused === null; i++) {
+    const p = leader.node.propose(new Uint8Array([i]));
+    p.catch((error: unknown) => {
+      refused = error;
+    });
+    accepted.push(p);
+    await yieldTurns(3);
+  }
+  t.is((refused as { code?: string } | null)?.code, 'RAFT_UNCOMMITTED_LIMIT');
+  t.true(accepted.length <= 9, `${accepted.length} proposals before the refusal`);
+  release();
+  for (const n of c.nodes.values()) await n.node.stop();
+});
