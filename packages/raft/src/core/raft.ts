@@ -862,6 +862,23 @@ export class RaftCore {
   private handleVoteRequest(m: Message): void {
     const isPreVote = m.type === MessageType.PreVote;
     const respType = isPreVote ? MessageType.PreVoteResp : MessageType.VoteResp;
+    if (isPreVote && this.role === 'pre-candidate') {
+      // Two pre-candidates at once (timers that fire in bursts on a starved machine quantize the
+      // random timeouts, so this happens): the better log, or on a tie the lower id, goes on and the
+      // other steps back, instead of both winning the pre-vote and splitting the real vote.
+      const ourLastTerm = this.log.lastTerm();
+      const ourLastIndex = this.log.lastIndex();
+      const isTheirsBetter =
+        m.logTerm > ourLastTerm ||
+        (m.logTerm === ourLastTerm && (m.index > ourLastIndex || (m.index === ourLastIndex && m.from < this.id)));
+      if (isTheirsBetter) {
+        this.becomeFollower(this.term, null);
+        this.msgs.push(this.message(respType, m.from, m.term, 0, 0, NO_ENTRIES, 0, false, 0, 0));
+      } else {
+        this.msgs.push(this.message(respType, m.from, this.term, 0, 0, NO_ENTRIES, 0, true, 0, 0));
+      }
+      return;
+    }
     const canVote =
       this.vote === m.from || (this.vote === null && this.lead === null) || (isPreVote && m.term > this.term);
     // Raft §5.4.1: grant only to a candidate whose log is at least as up-to-date as ours.
@@ -890,7 +907,20 @@ export class RaftCore {
         this.electionElapsed = 0;
         this.lead = m.from;
         this.log.commitTo(Math.min(m.commit, this.log.lastIndex()));
-        this.send(MessageType.HeartbeatResp, m.from, 0, 0, NO_ENTRIES, 0, false, 0, m.context, false);
+        // Report our committed and durable index: a leader waiting for us to install a snapshot
+        // learns from it that we did, even if our append response was lost.
+        this.send(
+          MessageType.HeartbeatResp,
+          m.from,
+          0,
+          this.isSnapshotNeeded ? 0 : Math.min(this.log.committed, this.log.stableIndex),
+          NO_ENTRIES,
+          0,
+          false,
+          0,
+          m.context,
+          false,
+        );
         break;
       case MessageType.Snap:
         this.electionElapsed = 0;
@@ -1079,6 +1109,15 @@ export class RaftCore {
   private handleHeartbeatResponse(m: Message, pr: Progress): void {
     pr.isRecentActive = true;
     pr.isProbeSent = false;
+    if (pr.state === ProgressState.Snapshot && m.index + 1 >= this.log.firstIndex() && m.index >= pr.match) {
+      // The follower's committed, durable prefix reaches our log start (it installed a snapshot,
+      // its append response may have been lost): committed entries are identical everywhere, so
+      // that prefix is a safe match, and appends can take over.
+      pr.maybeUpdate(m.index);
+      pr.pendingSnapshot = 0;
+      pr.becomeProbe();
+      pr.becomeReplicate();
+    }
     if (pr.state === ProgressState.Replicate && pr.inflights.isFull()) pr.inflights.freeFirstOne();
     if (pr.match < this.log.lastIndex()) this.sendAppend(m.from, true);
     if (m.context > pr.ackedRound && m.context <= this.heartbeatRound) {

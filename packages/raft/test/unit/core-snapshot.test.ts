@@ -269,3 +269,26 @@ test("a follower that installed a snapshot older than the leader's log start get
   t.true(pr.pendingSnapshot > sent, 'a newer snapshot was requested');
   t.deepEqual(a.ready().snapshotsToSend, ['c']);
 });
+
+test('a leader waiting for a snapshot install learns from a heartbeat reply that it happened (the append response was lost)', (t) => {
+  const net = new Network(ids);
+  net.elect('a');
+  net.isolate('c');
+  for (let i = 0; i < 6; i++) net.propose('a', `x${i}`);
+  const a = net.core('a');
+  const meta = a.compact(a.log.applied);
+  net.heal();
+  net.tick(2, ['a']);
+  t.is(a.progress.get('c')!.state, ProgressState.Snapshot);
+  // c installs the snapshot (as its driver would), but its append response is lost.
+  const c = net.core('c');
+  c.step(snapMessage('a', 'c', a.term, meta.index, meta.term));
+  net.process('c');
+  c.installSnapshot(meta, false, 'a');
+  c.ready(); // the append response: dropped
+  net.queue.length = 0;
+  net.tick(2, ['a']);
+  t.is(a.progress.get('c')!.state, ProgressState.Replicate);
+  net.propose('a', 'after');
+  t.is(c.log.lastIndex(), a.log.lastIndex());
+});
