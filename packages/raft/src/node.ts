@@ -299,6 +299,8 @@ export class RaftNode {
   private isScheduled = false;
   private cancelTick: (() => void) | null = null;
   private tickCount = 0;
+  /** Clock time up to which ticks have been given to the core. */
+  private lastTickMs = 0;
 
   // Proposals waiting for the next loop turn, then by log index until applied.
   private proposalData: Uint8Array[] = [];
@@ -420,6 +422,7 @@ export class RaftNode {
     if (this.isStarted || this.isStopped) return;
     this.isStarted = true;
     this.transport.onMessage((m) => this.onMessage(m));
+    this.lastTickMs = this.clock.now();
     this.cancelTick = this.clock.setInterval(() => this.onTick(), this.config.tickIntervalMs);
     this.schedule();
   }
@@ -691,14 +694,33 @@ export class RaftNode {
     queueMicrotask(() => this.run());
   }
 
+  /**
+   * Ticks the core once per `tickIntervalMs` of clock time elapsed, not once per timer firing: a
+   * starved event loop fires interval timers late and drops the missed firings, and counting
+   * firings would stretch election timeouts (and shorten nothing a lease relies on) by that factor.
+   * A burst is capped at two election timeouts, which is enough to expire any lease or timeout.
+   */
   private onTick(): void {
     if (this.isStopped) return;
-    this.tickCount++;
-    try {
-      this.core.tick();
-    } catch (error) {
-      this.fatal(error, 'raft core invariant violated');
-      return;
+    const intervalMs = this.config.tickIntervalMs;
+    const now = this.clock.now();
+    let due = Math.floor((now - this.lastTickMs) / intervalMs);
+    if (due <= 0) return;
+    const dueMax = 2 * this.config.electionTimeoutTicks;
+    if (due > dueMax) {
+      due = dueMax;
+      this.lastTickMs = now;
+    } else {
+      this.lastTickMs += due * intervalMs;
+    }
+    for (let i = 0; i < due; i++) {
+      this.tickCount++;
+      try {
+        this.core.tick();
+      } catch (error) {
+        this.fatal(error, 'raft core invariant violated');
+        return;
+      }
     }
     this.expireForwards();
     if (this.outgoing.size > 0) this.checkSnapshotTimeouts();
