@@ -41,12 +41,24 @@ export function decodeKvCommand(data: Uint8Array): KvCommand {
   return command;
 }
 
+/** FNV-1a over `key NUL value`. */
+function pairHash(key: string, value: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < key.length; i++) h = Math.imul(h ^ key.charCodeAt(i), 0x01000193);
+  h = Math.imul(h, 0x01000193);
+  for (let i = 0; i < value.length; i++) h = Math.imul(h ^ value.charCodeAt(i), 0x01000193);
+  return h >>> 0;
+}
+
 /** The synchronous KV store; {@link KvStateMachine} wraps it in the async interface. */
 export class KvStore {
   readonly values = new Map<string, string>();
   appliedIndex = 0;
-  /** The term and index of each applied entry, for the state-machine-safety check. */
-  appliedTerms: number[] = [];
+  /**
+   * An order-independent digest of the whole state (xor of a hash per key/value pair), kept up to
+   * date in O(1) per write, so the simulator can compare replicas' states after every apply.
+   */
+  digest = 0;
 
   /** Applies one committed entry (in order, exactly once). Returns the result, undefined for no-ops. */
   apply(entry: Entry): KvResult | undefined {
@@ -57,6 +69,9 @@ export class KvStore {
     if (entry.type !== EntryType.Normal || entry.data.length === 0) return undefined;
     const command = decodeKvCommand(entry.data);
     if (command.op === 'write') {
+      const old = this.values.get(command.key);
+      if (old !== undefined) this.digest ^= pairHash(command.key, old);
+      this.digest ^= pairHash(command.key, command.value);
       this.values.set(command.key, command.value);
       return { id: command.id, value: command.value };
     }
@@ -72,7 +87,11 @@ export class KvStore {
   restore(bytes: Uint8Array, meta: SnapshotMeta): void {
     const parsed = JSON.parse(decoder.decode(bytes)) as { values: [string, string][] };
     this.values.clear();
-    for (const [key, value] of parsed.values) this.values.set(key, value);
+    this.digest = 0;
+    for (const [key, value] of parsed.values) {
+      this.values.set(key, value);
+      this.digest ^= pairHash(key, value);
+    }
     this.appliedIndex = meta.index;
   }
 }

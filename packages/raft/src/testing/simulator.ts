@@ -18,7 +18,7 @@
  * `messagesAfterPersist` leave only once every earlier write is durable, `persisted` is called in
  * order after the sync, committed entries are applied to a state machine that survives crashes.
  */
-import type { ConfState, Entry, HardState, NodeId } from '../api.js';
+import type { ConfState, Entry, HardState, NodeId, SnapshotMeta } from '../api.js';
 import { EntryType } from '../api.js';
 import { RaftCore, MessageType, messageTypeName } from '../core/index.js';
 import type { CoreConfig, Message, Ready } from '../core/index.js';
@@ -41,6 +41,9 @@ export const FAULT_KINDS = [
   'disk-stalled',
   'fsync-failed',
   'leadership-transfer',
+  'log-compacted',
+  'snapshot-sent',
+  'snapshot-installed',
 ] as const;
 /** One kind of injected fault. */
 export type FaultKind = (typeof FAULT_KINDS)[number];
@@ -80,14 +83,20 @@ export interface SimulationOptions {
    * Breaks the driver on purpose, to prove the checkers catch what they claim to:
    * `ack-before-fsync` sends `messagesAfterPersist` (vote grants, append acks) before the write
    * is durable; `stale-reads` serves reads from the local state of whichever node the client
-   * reached, without ReadIndex.
+   * reached, without ReadIndex; `empty-snapshot` sends snapshots holding an empty state.
    */
-  readonly driverBug?: 'ack-before-fsync' | 'stale-reads';
+  readonly driverBug?: 'ack-before-fsync' | 'stale-reads' | 'empty-snapshot';
   /**
    * Checks to leave out, so a test can show the remaining ones catch a bug on their own
    * (`commit-durability` catches an early ack first, before its consequences show).
    */
   readonly disabledChecks?: readonly 'commit-durability'[];
+  /**
+   * Log compaction: a node compacts once it holds more than twice this many applied entries,
+   * keeping this many (0: never). Drawn from the seed when unset. Compaction makes lagging
+   * followers need a snapshot, which the leader sends as one MsgSnap chunk over the faulty network.
+   */
+  readonly logEntriesKeep?: number;
   /** Overrides of the seed-drawn core configuration. */
   readonly coreConfig?: Partial<Omit<CoreConfig, 'id' | 'random'>>;
   /** Records a readable trace of the last events (slower; used to explain a failing seed). */
@@ -204,8 +213,25 @@ class EventQueue {
 
 interface DurableImage {
   hardState: HardState;
-  /** entries[i] has index i + 1 (the simulator does not compact). */
+  /** The latest snapshot (or compaction point); entries[i] has index offset + 1 + i. */
+  snapshot: SnapshotMeta | null;
   entries: Entry[];
+}
+
+function offsetOf(image: DurableImage): number {
+  return image.snapshot?.index ?? 0;
+}
+
+function lastIndexOf(image: DurableImage): number {
+  return offsetOf(image) + image.entries.length;
+}
+
+/** Whether the image holds entry `index` of `term` (an index inside the snapshot counts as held). */
+function isHeld(image: DurableImage, index: number, term: number): boolean {
+  const offset = offsetOf(image);
+  if (index <= offset) return true;
+  const e = image.entries[index - offset - 1];
+  return e !== undefined && e.term === term;
 }
 
 interface PendingWrite {
@@ -245,12 +271,14 @@ class SimNode {
   leaderTermSeen = -1;
   /** Set while the driver drains this node's Readies. */
   isDraining = false;
+  /** Snapshots this leader sent and not yet acknowledged, by follower. */
+  snapshotsOut = new Map<NodeId, number>();
 
   constructor(
     readonly id: NodeId,
     readonly index: number,
   ) {
-    this.durable = { hardState: { term: 0, vote: null, commit: 0 }, entries: [] };
+    this.durable = { hardState: { term: 0, vote: null, commit: 0 }, snapshot: null, entries: [] };
   }
 }
 
@@ -295,6 +323,8 @@ class Simulation {
   private readonly committed: number[] = [0];
   /** applied[i] = the entry applied at index i by the first node to apply it. */
   private readonly applied: Entry[] = [];
+  /** digests[i] = the state machine's digest after applying index i, on the first node to do so. */
+  private readonly digests: number[] = [0];
   private readonly history: HistoryOperation[] = [];
   private readonly clients: Client[] = [];
   private operationsOk = 0;
@@ -305,6 +335,8 @@ class Simulation {
   private readonly lastDelivered = new Map<string, number>();
   private sendSeq = 0;
   private readonly coreConfig: Omit<CoreConfig, 'id' | 'random'>;
+  /** Entries kept after a compaction point; 0 when this seed does not compact. */
+  private readonly logEntriesKeep: number;
 
   constructor(private readonly options: SimulationOptions) {
     this.rng = new SeededRandom(options.seed, 0);
@@ -343,6 +375,7 @@ class Simulation {
       applyBatchBytesMax: r.pick([256, 64 * 1024]),
       ...options.coreConfig,
     };
+    this.logEntriesKeep = options.logEntriesKeep ?? (r.chance(0.75) ? r.pick([2, 8, 32]) : 0);
     this.tally = Object.fromEntries(FAULT_KINDS.map((k) => [k, 0])) as FaultTally;
     this.isTraceEnabled = options.isTraceEnabled ?? false;
     this.traceLinesMax = options.traceLinesMax ?? 400;
@@ -403,7 +436,8 @@ class Simulation {
       if (livenessDoneMs >= 0) return;
       if (livenessMarker !== null) {
         const { node, index, term } = livenessMarker;
-        if (node.core !== null && node.core.log.committed >= index && node.core.log.term(index) === term) {
+        // The global registry, not the leader's log: the marker may already be compacted away.
+        if (this.committed[index] === term) {
           livenessDoneMs = this.nowMs;
           this.log(`liveness: marker ${index}@${term} committed on ${node.id}`);
           return;
@@ -468,7 +502,7 @@ class Simulation {
 
   private start(node: SimNode): void {
     const durable = node.durable;
-    const lastDurable = durable.entries.length;
+    const lastDurable = lastIndexOf(durable);
     if (node.kv.appliedIndex > lastDurable) {
       throw new SimulationViolation(
         `${node.id} applied index ${node.kv.appliedIndex} beyond its durable log ${lastDurable}: applied an entry that was not durable`,
@@ -482,10 +516,10 @@ class Simulation {
       },
       {
         hardState: durable.hardState,
-        snapshot: null,
+        snapshot: durable.snapshot,
         entries: durable.entries.slice(),
         appliedIndex: node.kv.appliedIndex,
-        conf: this.conf,
+        conf: durable.snapshot?.conf ?? this.conf,
       },
     );
     node.commitSeen = node.core.log.committed;
@@ -501,6 +535,7 @@ class Simulation {
       if (node.incarnation !== incarnation) return;
       node.core!.tick();
       this.afterInput(node);
+      if (node.core !== null) this.maybeCompact(node);
       this.at(this.nowMs + TICK_MS, tick);
     };
     this.at(this.nowMs + phase + 1, tick);
@@ -524,6 +559,7 @@ class Simulation {
     node.proposals.clear();
     node.reads.clear();
     node.readsReady = [];
+    node.snapshotsOut.clear();
   }
 
   private restartLater(node: SimNode, downMs: number): void {
@@ -570,6 +606,7 @@ class Simulation {
       }
       this.apply(node, rd);
       this.serveReads(node, rd);
+      this.handleSnapshots(node, rd);
       if (node.core !== core) return;
     }
   }
@@ -609,7 +646,7 @@ class Simulation {
         if (write.rd.hardState !== null) this.checkVote(node, write.rd.hardState);
       }
       this.log(
-        `${node.id} synced ${batch.length} write(s), durable last=${node.durable.entries.length} term=${node.durable.hardState.term}`,
+        `${node.id} synced ${batch.length} write(s), durable last=${lastIndexOf(node.durable)} term=${node.durable.hardState.term}`,
       );
       this.completeWrites(node, batch);
       this.maybeStartSync(node);
@@ -640,12 +677,13 @@ class Simulation {
           `state machine safety: ${node.id} applies ${entry.index}@${entry.term} but ${entry.index}@${first.term} was applied elsewhere`,
         );
       }
-      if (entry.index > node.durable.entries.length) {
+      if (entry.index > lastIndexOf(node.durable)) {
         throw new SimulationViolation(
           `${node.id} was handed entry ${entry.index} to apply before it was durable locally`,
         );
       }
       const result = node.kv.apply(entry);
+      this.checkDigest(node, entry.index, 'after applying');
       const pending = node.proposals.get(entry.index);
       if (pending !== undefined) {
         node.proposals.delete(entry.index);
@@ -680,6 +718,96 @@ class Simulation {
     }
   }
 
+  // ─── Compaction and snapshots ────────────────────────────────────────────────────────────────
+
+  /** Compacts applied, durable entries past the keep threshold (durably at once, as a record). */
+  private maybeCompact(node: SimNode): void {
+    const keep = this.logEntriesKeep;
+    const core = node.core!;
+    if (keep === 0) return;
+    const upTo = Math.min(node.kv.appliedIndex, core.log.stableIndex);
+    if (upTo - (core.log.firstIndex() - 1) <= 2 * keep) return;
+    const index = upTo - keep;
+    const meta = core.compact(index);
+    const image = node.durable;
+    image.entries = image.entries.slice(index - offsetOf(image));
+    image.snapshot = meta;
+    this.tally['log-compacted']++;
+    this.log(`${node.id} compacted to ${index}@${meta.term}`);
+  }
+
+  private handleSnapshots(node: SimNode, rd: Ready): void {
+    const core = node.core!;
+    for (const to of rd.snapshotsToSend) {
+      // The whole state in one chunk: the transfer still crosses the faulty network (lost,
+      // duplicated, delayed, or overtaken by a crash of either side).
+      const meta = core.snapshotMetaAt(node.kv.appliedIndex);
+      const m: Message = {
+        type: MessageType.Snap,
+        from: node.id,
+        to,
+        term: core.term,
+        logTerm: meta.term,
+        index: meta.index,
+        entries: [],
+        commit: 0,
+        reject: false,
+        rejectHint: 0,
+        context: 0,
+        snapshot: {
+          meta,
+          seq: 0,
+          data: this.options.driverBug === 'empty-snapshot' ? new KvStore().serialize() : node.kv.serialize(),
+          isLast: true,
+        },
+      };
+      this.tally['snapshot-sent']++;
+      this.log(`${node.id} sends ${to} a snapshot at ${meta.index}@${meta.term}`);
+      node.snapshotsOut.set(to, meta.index);
+      this.send(m);
+      const incarnation = node.incarnation;
+      this.at(this.nowMs + 300, () => {
+        // No acknowledgement in time: report the transfer failed, so the core probes again.
+        if (node.incarnation !== incarnation || node.snapshotsOut.get(to) !== meta.index) return;
+        node.snapshotsOut.delete(to);
+        node.core!.reportSnapshot(to, false);
+        this.afterInput(node);
+      });
+    }
+    for (const m of rd.snapshotAcks) {
+      if (node.snapshotsOut.get(m.from) === m.index && !m.reject) node.snapshotsOut.delete(m.from);
+    }
+    for (const m of rd.snapshotChunks) {
+      const chunk = m.snapshot!;
+      const meta = chunk.meta;
+      // Installing is ordered after earlier writes; while some are in flight, skip (the leader
+      // times out and sends again).
+      if (node.queued.length > 0 || node.syncing !== null || !core.isSnapshotUseful(meta)) continue;
+      const isKeepingEntries = core.log.matchTerm(meta.index, meta.term);
+      const image = node.durable;
+      image.entries = isKeepingEntries ? image.entries.filter((e) => e.index > meta.index) : [];
+      image.snapshot = meta;
+      node.kv.restore(chunk.data, meta);
+      this.checkDigest(node, meta.index, 'after installing a snapshot at');
+      core.installSnapshot(meta, isKeepingEntries, m.from);
+      this.tally['snapshot-installed']++;
+      this.log(`${node.id} installed a snapshot at ${meta.index}@${meta.term} from ${m.from}`);
+      this.send({
+        type: MessageType.SnapResp,
+        from: node.id,
+        to: m.from,
+        term: core.term,
+        logTerm: 0,
+        index: meta.index,
+        entries: [],
+        commit: 0,
+        reject: false,
+        rejectHint: 0,
+        context: 0,
+      });
+    }
+  }
+
   // ─── Invariants ──────────────────────────────────────────────────────────────────────────────
 
   private checkNewEntries(node: SimNode, rd: Ready): void {
@@ -696,6 +824,18 @@ class Simulation {
           `log matching: ${node.id} has ${key} after term ${prevTerm}, but another log has ${key} after term ${known.prevTerm}${sameBytes(known.data, e.data) ? '' : ' with a different payload'}`,
         );
       }
+    }
+  }
+
+  /** Replicas agree on the whole state machine state at every index (not only on the entries). */
+  private checkDigest(node: SimNode, index: number, what: string): void {
+    const known = this.digests[index];
+    if (known === undefined) {
+      this.digests[index] = node.kv.digest;
+    } else if (known !== node.kv.digest) {
+      throw new SimulationViolation(
+        `state machine safety: ${node.id}'s state ${what} ${index} differs from another replica's`,
+      );
     }
   }
 
@@ -720,7 +860,7 @@ class Simulation {
         this.elections++;
         this.log(`${node.id} LEADER term=${core.term} last=${core.log.lastIndex()}`);
         // Leader completeness: the new leader's log holds every entry committed so far.
-        for (let i = 1; i < this.committed.length; i++) {
+        for (let i = core.log.firstIndex(); i < this.committed.length; i++) {
           if (core.log.term(i) !== this.committed[i]) {
             throw new SimulationViolation(
               `leader completeness: ${node.id} leads term ${core.term} without committed entry ${i}@${this.committed[i]} (has term ${core.log.term(i)})`,
@@ -738,6 +878,8 @@ class Simulation {
     if (commit > node.commitSeen) {
       for (let i = node.commitSeen + 1; i <= commit; i++) {
         const term = core.log.term(i);
+        // Inside an installed snapshot: committed elsewhere first (a snapshot holds only applied state).
+        if (term < 0 && i < this.committed.length) continue;
         if (i < this.committed.length) {
           if (this.committed[i] !== term) {
             throw new SimulationViolation(
@@ -748,10 +890,7 @@ class Simulation {
           if (i !== this.committed.length) throw new SimulationViolation(`commit gap at ${i}`);
           // A newly committed entry must be durable on a majority (the leader's ack promises it).
           let durableCopies = 0;
-          for (const other of this.nodes) {
-            const e = other.durable.entries[i - 1];
-            if (e !== undefined && e.term === term) durableCopies++;
-          }
+          for (const other of this.nodes) if (isHeld(other.durable, i, term)) durableCopies++;
           const isChecked = !(this.options.disabledChecks ?? []).includes('commit-durability');
           if (isChecked && durableCopies < Math.floor(this.nodes.length / 2) + 1) {
             throw new SimulationViolation(
@@ -994,10 +1133,11 @@ function hasWrite(write: PendingWrite): boolean {
 function writeDurable(image: DiskImage, rd: Ready): void {
   if (rd.entries.length > 0) {
     const first = rd.entries[0].index;
-    if (first > image.entries.length + 1) {
-      throw new SimulationViolation(`driver bug: write at ${first} leaves a gap after ${image.entries.length}`);
+    const offset = offsetOf(image);
+    if (first > lastIndexOf(image) + 1 || first <= offset) {
+      throw new SimulationViolation(`driver bug: write at ${first} outside (${offset}, ${lastIndexOf(image) + 1}]`);
     }
-    image.entries.length = first - 1;
+    image.entries.length = first - 1 - offset;
     for (const e of rd.entries) image.entries.push(e);
   }
   if (rd.hardState !== null) image.hardState = rd.hardState;

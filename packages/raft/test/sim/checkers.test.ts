@@ -74,3 +74,25 @@ test('the cluster commits again after healing even when lost MsgApps filled the 
     t.is(result.violation, null, `seed ${seed}`);
   }
 });
+
+test('a snapshot that does not hold the state it claims is caught by the state digest check', (t) => {
+  let caught = 0;
+  let installs = 0;
+  for (let seed = 1; seed <= 10; seed++) {
+    const result = runSimulation({ seed, driverBug: 'empty-snapshot', logEntriesKeep: 2 });
+    installs += result.tally['snapshot-sent'];
+    if (result.violation?.includes('after installing a snapshot at')) caught++;
+  }
+  t.true(installs > 0, 'snapshots were sent');
+  t.true(caught >= 7, `caught in ${caught} of 10 seeds`);
+});
+
+test('snapshots installed from the real state pass every check', (t) => {
+  let installs = 0;
+  for (let seed = 1; seed <= 10; seed++) {
+    const result = runSimulation({ seed, logEntriesKeep: 2 });
+    installs += result.tally['snapshot-installed'];
+    t.is(result.violation, null, `seed ${seed}`);
+  }
+  t.true(installs > 0, 'snapshots were installed');
+});
