@@ -4,7 +4,10 @@
  * replays it, and ends with `N seeds, V violations`. Exit code 1 when any seed fails.
  * `--trace` prints the event trace of each failing seed.
  */
-import { Command, InvalidArgumentError } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
+import type { SimulationOptions } from './simulator.js';
+
+type DriverBug = NonNullable<SimulationOptions['driverBug']>;
 import { runSeeds } from './sim-runner.js';
 
 function integer(min: number) {
@@ -22,11 +25,19 @@ const program = new Command()
   .option('--seed-start <s>', 'first seed', integer(0), 1)
   .option('--trace', 'print the event trace of each failing seed', false)
   .option('--quiet', 'no progress output', false)
-  .action((options: { seeds: number; seedStart: number; trace: boolean; quiet: boolean }) => {
+  .addOption(
+    new Option('--driver-bug <bug>', 'break the simulated driver on purpose (to see the checkers fire)').choices([
+      'ack-before-fsync',
+      'stale-reads',
+      'empty-snapshot',
+    ]),
+  )
+  .action((options: { seeds: number; seedStart: number; trace: boolean; quiet: boolean; driverBug?: DriverBug }) => {
     const startedMs = performance.now();
     const summary = runSeeds({
       seedStart: options.seedStart,
       seeds: options.seeds,
+      simulation: options.driverBug === undefined ? undefined : { driverBug: options.driverBug },
       onFailure: (failure) => {
         process.stdout.write(`seed ${failure.seed} FAILED: ${failure.violation}\n`);
         process.stdout.write(`  replay: npm run sim -- --seeds 1 --seed-start ${failure.seed} --trace\n`);
