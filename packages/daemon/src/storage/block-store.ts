@@ -15,6 +15,16 @@
  * index, and the Raft log (which still holds those entries) re-applies them. Before writing, an
  * apply waits until the log appends issued so far are synced (`whenLogSynced`), so the entries
  * always precede their effects in that log. docs/storage.md argues this in full.
+ *
+ * Write-behind: `apply` resolves (and the Raft node acknowledges the commands, already committed
+ * on a majority) once the batch's effects are in memory and its LevelDB write is queued, not once
+ * the write lands. That write waits for the log append synced after it (LevelDB has one writer
+ * queue), so awaiting it put a second fsync into every write's latency. Until a batch lands its
+ * blocks stay in an in-memory overlay that reads and read-modify-writes consult first; batches are
+ * written strictly in order, at most `PENDING_WRITES_MAX` queued (apply waits beyond that), and
+ * snapshots, restores, close and garbage collection first wait for every queued batch. A failed
+ * write fails the store as before (the daemon restarts and replays the log, which holds the
+ * acknowledged commands).
  */
 import assert from 'node:assert/strict';
 import { DaemonError } from '../errors.js';
@@ -55,7 +65,7 @@ import {
 import { BlockSnapshotReader, BlockSnapshotWriter } from './block-snapshot.js';
 import { wrapLevelError, type Database } from './database.js';
 import { StorageErrorCode, storageError } from './errors.js';
-import { whenLogSynced } from './raft-log-store.js';
+import { registerStateWrites, whenLogSynced } from './raft-log-store.js';
 import {
   ENTRY_TYPE_NORMAL,
   type Entry,
@@ -101,6 +111,18 @@ function toInfo(volume: VolumeRecord): VolumeInfo {
     blockSizeBytes: volume.blockSizeBytes,
     createdAtMs: volume.createdAtMs,
   };
+}
+
+type BatchOperation = { type: 'put'; key: Buffer; value: Buffer } | { type: 'del'; key: Buffer };
+
+/** Apply batches whose LevelDB write may be queued at once before `apply` waits for them. */
+const PENDING_WRITES_MAX = 4;
+
+/** A block applied but whose batch may not have landed in LevelDB yet. */
+interface OverlayBlock {
+  value: Buffer | null;
+  /** The sequence number of the batch that wrote it: the entry goes once that batch lands. */
+  batchSeq: number;
 }
 
 /** A session in memory: the seqs as a set. */
@@ -157,6 +179,12 @@ export class BlockStateMachine implements StateMachine, BlockStore {
   private readonly readers = new Set<BlockSnapshotReader>();
   private failure: Error | null = null;
   private isClosed = false;
+  /** Applied blocks by `${volumeId}/${blockNumber}` whose batch write is still queued. */
+  private readonly overlay = new Map<string, OverlayBlock>();
+  /** The last queued batch write (resolves when it landed or failed: never rejects). */
+  private writing: Promise<void> = Promise.resolve();
+  private writesPending = 0;
+  private batchSeq = 0;
 
   private constructor(db: Database, options: BlockStateMachineOptions) {
     this.db = db;
@@ -165,6 +193,7 @@ export class BlockStateMachine implements StateMachine, BlockStore {
     this.sessionIdleMsMax = options.sessionIdleMsMax ?? 60 * 60 * 1000;
     this.volumesMax = options.volumesMax ?? 4096;
     this.isDatabaseOwned = options.isDatabaseOwned ?? false;
+    registerStateWrites(db, () => this.writing);
     assert(this.sessionWindowSeqs >= 1 && this.sessionsMax >= 1 && this.volumesMax >= 1, 'limits are positive');
   }
 
@@ -191,7 +220,7 @@ export class BlockStateMachine implements StateMachine, BlockStore {
 
   // ---- StateMachine ----------------------------------------------------------------------------
 
-  /** The index of the last applied entry whose batch was written. */
+  /** The index of the last applied entry (its batch write may still be queued: see write-behind). */
   async appliedIndex(): Promise<number> {
     return this.meta.appliedIndex;
   }
@@ -211,6 +240,8 @@ export class BlockStateMachine implements StateMachine, BlockStore {
     );
     this.isApplying = true;
     try {
+      // Bounded write-behind: memory held by the overlay stays within a few apply batches.
+      if (this.writesPending >= PENDING_WRITES_MAX) await this.whenWritten();
       const batch = new ApplyBatch();
       const results: unknown[] = [];
       for (let i = 0; i < entries.length; i++) {
@@ -222,11 +253,9 @@ export class BlockStateMachine implements StateMachine, BlockStore {
         }
         results.push(await this.applyEntry(entry, batch));
       }
-      // The applied index moves only once the batch is written: readers wait on it.
       const appliedIndex = entries[entries.length - 1].index;
-      await this.writeBatch(batch, appliedIndex);
+      this.queueWrite(batch, appliedIndex);
       this.meta.appliedIndex = appliedIndex;
-      if (batch.deletedVolumeIds.length > 0) this.startGarbageCollection();
       return results;
     } finally {
       this.isApplying = false;
@@ -239,6 +268,7 @@ export class BlockStateMachine implements StateMachine, BlockStore {
    */
   async openSnapshot(meta: SnapshotMeta): Promise<SnapshotReader> {
     this.checkUsable();
+    await this.whenWritten();
     const reader = await BlockSnapshotReader.open(this.db, this.generation, meta, () => this.readers.delete(reader));
     this.readers.add(reader);
     return reader;
@@ -251,6 +281,7 @@ export class BlockStateMachine implements StateMachine, BlockStore {
    */
   async beginRestore(meta: SnapshotMeta): Promise<SnapshotWriter> {
     this.checkUsable();
+    await this.whenWritten();
     if (this.restore !== null) await this.restore.abort();
     assert(this.generation < 0xffff_fffe, 'generations left');
     const writer = new BlockSnapshotWriter(this.db, this.generation + 1, meta, {
@@ -312,6 +343,20 @@ export class BlockStateMachine implements StateMachine, BlockStore {
       value.copy(result, from - offset, from - blockStart, to - blockStart);
     };
     const generation = this.generation;
+    // Blocks applied but not yet written: taken now, before any await, and laid over what LevelDB
+    // returns (an overlay entry leaves only once its batch landed, so LevelDB then has it).
+    let pending: [number, Buffer | null][] | null = null;
+    if (this.overlay.size > 0) {
+      for (let blockNumber = firstBlock; blockNumber <= lastBlock; blockNumber++) {
+        const block = this.overlay.get(`${volume.id}/${blockNumber}`);
+        if (block !== undefined) (pending ??= []).push([blockNumber, block.value]);
+      }
+    }
+    if (pending !== null && firstBlock === lastBlock) {
+      const value = pending[0][1];
+      if (value !== null) copy(firstBlock, value);
+      return result;
+    }
     try {
       if (firstBlock === lastBlock) {
         const value = await this.db.get(blockKey(generation, volume.id, firstBlock));
@@ -330,6 +375,15 @@ export class BlockStateMachine implements StateMachine, BlockStore {
       }
     } catch (error) {
       throw wrapLevelError(error, 'reading blocks');
+    }
+    if (pending !== null) {
+      for (const [blockNumber, value] of pending) {
+        if (value !== null) copy(blockNumber, value);
+        else {
+          const blockStart = blockNumber * BLOCK_SIZE_BYTES;
+          result.fill(0, Math.max(offset, blockStart) - offset, Math.min(end, blockStart + BLOCK_SIZE_BYTES) - offset);
+        }
+      }
     }
     return result;
   }
@@ -357,6 +411,7 @@ export class BlockStateMachine implements StateMachine, BlockStore {
   async close(): Promise<void> {
     if (this.isClosed) return;
     this.isClosed = true;
+    await this.writing;
     await this.garbageCollection?.catch(() => undefined);
     for (const reader of [...this.readers]) await reader.close();
     await this.restore?.abort().catch(() => undefined);
@@ -530,6 +585,8 @@ export class BlockStateMachine implements StateMachine, BlockStore {
   private async blockForUpdate(volumeId: number, blockNumber: number, batch: ApplyBatch): Promise<Uint8Array | null> {
     const pending = batch.blocks.get(`${volumeId}/${blockNumber}`);
     if (pending !== undefined) return pending.value;
+    const applied = this.overlay.get(`${volumeId}/${blockNumber}`);
+    if (applied !== undefined) return applied.value;
     try {
       return (await this.db.get(blockKey(this.generation, volumeId, blockNumber))) ?? null;
     } catch (error) {
@@ -553,10 +610,50 @@ export class BlockStateMachine implements StateMachine, BlockStore {
     batch.sessions.set(oldest.value, null);
   }
 
-  private async writeBatch(batch: ApplyBatch, appliedIndex: number): Promise<void> {
+  /**
+   * Puts the batch's blocks into the overlay and queues its LevelDB write after the earlier ones.
+   * Garbage collection of volumes deleted in it starts once it landed.
+   */
+  private queueWrite(batch: ApplyBatch, appliedIndex: number): void {
+    const seq = ++this.batchSeq;
+    for (const [id, { value }] of batch.blocks) this.overlay.set(id, { value, batchSeq: seq });
+    // Encoded now: later batches mutate the same session and meta objects, and a record written
+    // ahead of its own batch (a seq marked done whose blocks are not) would be wrong after a crash.
+    const operations = this.batchOperations(batch, appliedIndex);
+    this.writesPending += 1;
+    const previous = this.writing;
+    this.writing = (async () => {
+      await previous;
+      try {
+        if (this.failure === null) {
+          await this.writeBatch(operations);
+          for (const volumeId of batch.deletedVolumeIds) this.deletionsPending.add(volumeId);
+        }
+      } catch {
+        // writeBatch recorded the failure: every later call rejects with it.
+      } finally {
+        this.writesPending -= 1;
+        for (const id of batch.blocks.keys()) {
+          if (this.overlay.get(id)?.batchSeq === seq) this.overlay.delete(id);
+        }
+      }
+      if (this.failure === null && batch.deletedVolumeIds.length > 0) this.startGarbageCollection();
+    })();
+  }
+
+  /**
+   * Resolves once the LevelDB writes of every batch applied so far have landed (so a process kill
+   * no longer loses them); rejects with the store's failure if a write failed.
+   */
+  async whenWritten(): Promise<void> {
+    await this.writing;
+    if (this.failure !== null) throw this.failure;
+  }
+
+  /** The LevelDB operations of a batch: its blocks, volumes, deletions, sessions and the meta record. */
+  private batchOperations(batch: ApplyBatch, appliedIndex: number): BatchOperation[] {
     const generation = this.generation;
-    type Operation = { type: 'put'; key: Buffer; value: Buffer } | { type: 'del'; key: Buffer };
-    const operations: Operation[] = [];
+    const operations: BatchOperation[] = [];
     for (const { key, value } of batch.blocks.values()) {
       operations.push(value === null ? { type: 'del', key } : { type: 'put', key, value });
     }
@@ -566,7 +663,6 @@ export class BlockStateMachine implements StateMachine, BlockStore {
     }
     for (const volumeId of batch.deletedVolumeIds) {
       operations.push({ type: 'put', key: deletionKey(generation, volumeId), value: Buffer.alloc(0) });
-      this.deletionsPending.add(volumeId);
     }
     for (const [id, session] of batch.sessions) {
       const key = sessionKey(generation, id);
@@ -574,6 +670,10 @@ export class BlockStateMachine implements StateMachine, BlockStore {
     }
     const meta = { ...this.meta, appliedIndex };
     operations.push({ type: 'put', key: stateKey(generation, Tag.Meta), value: encodeRecord(meta) });
+    return operations;
+  }
+
+  private async writeBatch(operations: BatchOperation[]): Promise<void> {
     try {
       // The entries must precede their effects in the shared write-ahead log (see whenLogSynced).
       await whenLogSynced(this.db);
@@ -627,6 +727,8 @@ export class BlockStateMachine implements StateMachine, BlockStore {
   /** Called by a committed restore: the new generation is live (durably); load it, drop the old. */
   private async switchGeneration(generation: number): Promise<void> {
     assert(!this.isApplying, 'no apply runs while a snapshot restore commits');
+    await this.writing; // batches of the old generation land first (the overlay is then empty)
+    this.overlay.clear();
     const old = this.generation;
     // Wait for the collector: it works on the old generation, which is about to be cleared whole.
     await this.whenGarbageCollected().catch(() => undefined);

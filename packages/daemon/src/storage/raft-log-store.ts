@@ -75,6 +75,19 @@ export function whenLogSynced(db: Database): Promise<void> {
   return storesByDatabase.get(db)?.whenSynced() ?? Promise.resolve();
 }
 
+/** Per database, how to wait for the state machine's queued (write-behind) apply batches. */
+const stateWritesByDatabase = new WeakMap<Database, () => Promise<void>>();
+
+/**
+ * Registers how to wait until every apply batch the state machine on `db` has queued so far has
+ * landed in LevelDB (the block store writes behind its acknowledgements). Compaction and snapshot
+ * records wait for it: they stand the state machine's stored state in for log entries, so that
+ * state must be in LevelDB's write-ahead log before them. The waiter must not reject.
+ */
+export function registerStateWrites(db: Database, whenWritten: () => Promise<void>): void {
+  stateWritesByDatabase.set(db, whenWritten);
+}
+
 type BatchOperation = { type: 'put'; key: Buffer; value: Buffer } | { type: 'del'; key: Buffer };
 
 interface PendingAppend {
@@ -246,6 +259,7 @@ export class RaftLogStore implements Storage {
     this.checkUsable();
     assert(this.isLoaded, 'load() is called before applySnapshot()');
     await this.drained;
+    await stateWritesByDatabase.get(this.db)?.();
     this.checkUsable();
     const hasKeptSuffix = keepEntriesAfter && this.lastIndex > meta.index;
     const dropThrough = hasKeptSuffix ? meta.index : Math.max(this.lastIndex, meta.index);
@@ -279,6 +293,8 @@ export class RaftLogStore implements Storage {
     this.checkUsable();
     const through = Math.min(index, this.lastIndex);
     if (through <= this.offset()) return;
+    await stateWritesByDatabase.get(this.db)?.();
+    this.checkUsable();
     this.compactedIndex = through;
     const value = Buffer.allocUnsafe(8);
     writeUint64BE(value, 0, through);

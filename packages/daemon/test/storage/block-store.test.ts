@@ -3,7 +3,10 @@
 // writeZeroes and trim), one LevelDB batch per apply holding the applied index, restarts that
 // neither re-apply nor skip, exactly-once writes with client sessions (dedup, window, expiry in
 // log time, eviction), determinism across batch boundaries, lazy removal of deleted volumes, and
-// apply batches that never reach LevelDB's log before the Raft log appends they depend on.
+// apply batches that never reach LevelDB's log before the Raft log appends they depend on, and
+// write-behind: with every LevelDB apply batch held back, apply still resolves, reads and partial-
+// block updates see the applied bytes (from the overlay), and a log compaction waits until the
+// held batches landed.
 import { createHash } from 'node:crypto';
 import test from 'ava';
 import { Tag, blockKey, deletionKey, stateKey } from '../../src/storage/block-keys.js';
@@ -97,6 +100,7 @@ test('never-written blocks read as zeros, and out-of-range or unknown reads are 
   const data = await machine.read('thin', 10 * MiB + 3, 3 * BLOCK_SIZE_BYTES);
   t.is(data.length, 3 * BLOCK_SIZE_BYTES);
   t.true(data.every((byte) => byte === 0));
+  await machine.whenWritten();
   t.is(await countKeys(temp.db, blockKey(0, 0, 0), blockKey(0, 0xffff_ffff, 0)), 0, 'nothing stored');
   await t.throwsAsync(machine.read('thin', 64 * MiB - 1, 2), { code: 'OUT_OF_RANGE' });
   await t.throwsAsync(machine.read('other', 0, 1), { code: 'VOLUME_NOT_FOUND' });
@@ -161,6 +165,7 @@ test('writes, writeZeroes and trims at any offset match a byte model (seeded, ma
   for (let block = 0; block < 48; block++) {
     if (model.subarray(block * BLOCK_SIZE_BYTES, (block + 1) * BLOCK_SIZE_BYTES).every((b) => b === 0)) zeroBlocks++;
   }
+  await machine.whenWritten();
   t.is(await countKeys(temp.db, blockKey(0, 1, 0), blockKey(0, 2, 0)), 48 - zeroBlocks);
   await machine.close();
   await temp.cleanup();
@@ -172,6 +177,7 @@ test('trimming whole blocks deletes them: the volume is thin again', async (t) =
   const log = new LogBuilder();
   await applyOne(machine, log, { type: 'createVolume', name: 'v', sizeBytes: MiB, createdAtMs: 0 });
   await applyOne(machine, log, { type: 'write', volume: 'v', offset: 0, data: randomBytes(16 * BLOCK_SIZE_BYTES, 1) });
+  await machine.whenWritten();
   t.is(await countKeys(temp.db, blockKey(0, 1, 0), blockKey(0, 2, 0)), 16);
   await applyOne(machine, log, { type: 'trim', volume: 'v', offset: 0, length: 8 * BLOCK_SIZE_BYTES });
   await applyOne(machine, log, {
@@ -180,6 +186,7 @@ test('trimming whole blocks deletes them: the volume is thin again', async (t) =
     offset: 8 * BLOCK_SIZE_BYTES,
     length: 8 * BLOCK_SIZE_BYTES,
   });
+  await machine.whenWritten();
   t.is(await countKeys(temp.db, blockKey(0, 1, 0), blockKey(0, 2, 0)), 0);
   t.true((await machine.read('v', 0, MiB)).every((byte) => byte === 0));
   await machine.close();
@@ -209,6 +216,7 @@ test('one apply of many writes is one LevelDB batch that includes the applied in
   for (let i = 0; i < 64; i++)
     log.add({ type: 'write', volume: 'v', offset: i * BLOCK_SIZE_BYTES, data: randomBytes(4096, i) });
   await applyAll(machine, log.from(2));
+  await machine.whenWritten();
   t.is(calls.length, 1);
   t.is(calls[0].keys.length, 64 + 1, '64 blocks and the meta record');
   t.true(calls[0].keys.some((key) => key.equals(stateKey(0, Tag.Meta))));
@@ -500,6 +508,7 @@ test('deleting a volume removes its blocks in the background; a new volume of th
   const log = new LogBuilder();
   await applyOne(machine, log, { type: 'createVolume', name: 'v', sizeBytes: 8 * MiB, createdAtMs: 0 });
   await applyOne(machine, log, { type: 'write', volume: 'v', offset: 0, data: randomBytes(2 * MiB, 3) });
+  await machine.whenWritten();
   t.is(await countKeys(temp.db, blockKey(0, 1, 0), blockKey(0, 2, 0)), 512);
   await applyOne(machine, log, { type: 'deleteVolume', name: 'v' });
   await applyOne(machine, log, { type: 'createVolume', name: 'v', sizeBytes: 8 * MiB, createdAtMs: 1 });
@@ -508,7 +517,9 @@ test('deleting a volume removes its blocks in the background; a new volume of th
     'the old blocks are invisible at once',
   );
   await machine.whenGarbageCollected();
+  await machine.whenWritten();
   t.is(await countKeys(temp.db, blockKey(0, 1, 0), blockKey(0, 2, 0)), 0, 'and gone once collected');
+  await machine.whenWritten();
   t.is(await countKeys(temp.db, stateKey(0, Tag.Deletion), stateKey(0, Tag.Deletion + 1)), 0);
   // A deletion interrupted by a crash (its record and blocks still stored) is resumed at the next open.
   await machine.close();
@@ -552,9 +563,72 @@ test('an apply batch is written only after the log appends issued before it are 
   for (let i = 0; i < 20; i++) await new Promise((resolve) => setImmediate(resolve));
   t.deepEqual(order, [], 'the apply waits for the append');
   release();
-  await Promise.all([append, apply]);
+  await Promise.all([append, apply, machine.whenWritten()]);
   t.deepEqual(order, ['log', 'apply']);
   t.is(await machine.appliedIndex(), 1);
+  await machine.close();
+  await logStore.close();
+  await temp.cleanup();
+});
+
+test('write-behind: apply resolves before its batch lands; reads see it; a compaction waits for it', async (t) => {
+  const temp = await tempDatabase();
+  const logStore = new RaftLogStore(temp.db);
+  await logStore.load();
+  const machine = await openMachine(temp.db);
+  const log = new LogBuilder();
+  await applyOne(machine, log, { type: 'createVolume', name: 'v', sizeBytes: MiB, createdAtMs: 0 });
+  await machine.whenWritten();
+  // Hold every unsynced (apply) batch until released.
+  let release!: () => void;
+  const gate = new Promise<void>((resolve) => (release = resolve));
+  let held = 0;
+  const original = temp.db.batch.bind(temp.db) as unknown as (
+    ops: unknown[],
+    options?: { sync?: boolean },
+  ) => Promise<void>;
+  (temp.db as unknown as { batch: typeof original }).batch = async (operations, options) => {
+    if (options?.sync !== true) {
+      held++;
+      await gate;
+    }
+    return original(operations, options);
+  };
+  const model = Buffer.alloc(4 * BLOCK_SIZE_BYTES);
+  const whole = randomBytes(2 * BLOCK_SIZE_BYTES, 7);
+  model.set(whole, 0);
+  await applyOne(machine, log, { type: 'write', volume: 'v', offset: 0, data: whole });
+  // A partial write over a block whose whole-block write has not landed: read-modify-write must
+  // start from the applied bytes, not from LevelDB's (zeros).
+  const part = randomBytes(100, 8);
+  model.set(part, BLOCK_SIZE_BYTES + 50);
+  await applyOne(machine, log, { type: 'write', volume: 'v', offset: BLOCK_SIZE_BYTES + 50, data: part });
+  await applyOne(machine, log, { type: 'trim', volume: 'v', offset: 0, length: BLOCK_SIZE_BYTES });
+  model.fill(0, 0, BLOCK_SIZE_BYTES);
+  t.true(held >= 1, 'the batches are held');
+  t.is(await machine.appliedIndex(), 4);
+  sameBytes(t, await machine.read('v', 0, model.length), model, 'a multi-block read sees the overlay');
+  sameBytes(
+    t,
+    await machine.read('v', BLOCK_SIZE_BYTES, BLOCK_SIZE_BYTES),
+    model.subarray(BLOCK_SIZE_BYTES, 2 * BLOCK_SIZE_BYTES),
+  );
+  t.is(await countKeys(temp.db, blockKey(0, 1, 0), blockKey(0, 2, 0)), 0, 'nothing landed yet');
+  // A compaction standing the state in for entries 1..4 must not be written before that state.
+  let isCompacted = false;
+  const compaction = logStore
+    .applySnapshot(
+      { index: 4, term: 1, conf: { voters: ['a'], learners: [], votersOutgoing: [], learnersNext: [] } },
+      true,
+    )
+    .then(() => (isCompacted = true));
+  for (let i = 0; i < 20; i++) await new Promise((resolve) => setImmediate(resolve));
+  t.false(isCompacted, 'the compaction waits for the held apply batches');
+  release();
+  await compaction;
+  await machine.whenWritten();
+  t.is(await countKeys(temp.db, blockKey(0, 1, 0), blockKey(0, 2, 0)), 1, 'block 1 landed, block 0 trimmed');
+  sameBytes(t, await machine.read('v', 0, model.length), model, 'the same bytes from LevelDB');
   await machine.close();
   await logStore.close();
   await temp.cleanup();

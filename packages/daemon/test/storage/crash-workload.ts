@@ -85,6 +85,8 @@ async function runChild(directory: string, seed: number, killAtApplied: number, 
       if (isLastRound) die([1, 20, 80, 300][seed % 4]);
       const results = (await applying) as { ok: boolean }[];
       if (!results.every((result) => result.ok)) throw new Error(`apply failed: ${JSON.stringify(results)}`);
+      // apply() resolves before its batch lands (write-behind): report it applied once it landed.
+      await machine.whenWritten();
       applied = target;
     }
     process.stdout.write(`${JSON.stringify({ applied, last })}\n`);
