@@ -7,7 +7,7 @@ export { checkLinearizable } from './lincheck.js';
 export type { HistoryOperation, LincheckOptions, LincheckResult } from './lincheck.js';
 export { parseHistory } from './history.js';
 export type { ParseHistoryResult } from './history.js';
-export { MemoryStorage, SimulatedDisk, SimulatedDiskError } from './memory-storage.js';
+export { MemoryStorage, SimulatedDisk } from './memory-storage.js';
 export type { DiskImage, SimulatedDiskOptions } from './memory-storage.js';
 export { storageCompliance } from './storage-compliance.js';
 export type { ComplianceAssertions, ComplianceTestFn, StorageUnderTest } from './storage-compliance.js';

@@ -3,22 +3,12 @@
  * but durable only when a sync completes; a crash throws away everything unsynced. The simulator
  * (or a test) can stall syncs and make the next sync fail, as a real disk's fsync can.
  *
- * After a failed sync the storage refuses every further call (as PostgreSQL learned the hard way,
+ * Failures reject with the package's `RaftError`, code `RAFT_STORAGE_FAILED`. After a failed sync
+ * the storage refuses every further call (as PostgreSQL learned the hard way,
  * nothing written since the last good fsync can be trusted): the node must crash and reopen.
  */
 import type { Entry, HardState, PersistedState, SnapshotMeta, Storage } from '../api.js';
-
-/** The error a {@link MemoryStorage} rejects with. `code` is stable. */
-export class SimulatedDiskError extends Error {
-  override readonly name = 'SimulatedDiskError';
-  constructor(
-    /** `RAFT_STORAGE_FAILED`: the sync failed or the disk crashed; the node must restart. */
-    readonly code: 'RAFT_STORAGE_FAILED',
-    message: string,
-  ) {
-    super(message);
-  }
-}
+import { RaftError, RaftErrorCode } from '../errors.js';
 
 /** The bytes of a disk: the Raft log, hard state and snapshot metadata. */
 export interface DiskImage {
@@ -98,7 +88,7 @@ export class SimulatedDisk {
     if (this.syncFailuresPending > 0) {
       this.syncFailuresPending--;
       this.stats.syncFailures++;
-      const err = new SimulatedDiskError('RAFT_STORAGE_FAILED', 'simulated fsync failure');
+      const err = new RaftError(RaftErrorCode.StorageFailed, 'simulated fsync failure');
       for (const waiter of waiters) waiter.reject(err);
       return true;
     }
@@ -126,7 +116,7 @@ export class SimulatedDisk {
     this.generation++;
     const waiters = this.waiters;
     this.waiters = [];
-    const err = new SimulatedDiskError('RAFT_STORAGE_FAILED', 'simulated crash before the sync completed');
+    const err = new RaftError(RaftErrorCode.StorageFailed, 'simulated crash before the sync completed');
     for (const waiter of waiters) waiter.reject(err);
   }
 
@@ -228,9 +218,9 @@ export class MemoryStorage implements Storage {
   private check(): void {
     if (this.isClosed) throw new Error('storage used after close');
     if (this.generation !== this.disk.generation) {
-      throw new SimulatedDiskError('RAFT_STORAGE_FAILED', 'storage used after a simulated crash');
+      throw new RaftError(RaftErrorCode.StorageFailed, 'storage used after a simulated crash');
     }
-    if (this.isFailed) throw new SimulatedDiskError('RAFT_STORAGE_FAILED', 'storage used after a failed sync');
+    if (this.isFailed) throw new RaftError(RaftErrorCode.StorageFailed, 'storage used after a failed sync');
   }
 
   private async watch(promise: Promise<void>): Promise<void> {
