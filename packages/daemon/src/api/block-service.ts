@@ -130,6 +130,17 @@ function roleOf(role: string): MemberRole {
   return 'unknown';
 }
 
+/**
+ * One IO request in flight on a stream. Its deadline is enforced by the API's sweep (not a timer
+ * or `AbortSignal` per request: those were a visible share of the leader's CPU per write).
+ */
+interface InflightIo {
+  readonly bytes: number;
+  readonly startedMs: number;
+  /** Answers the request with `error` now (deadline, stream closed); its late result is dropped. */
+  fail(error: WireError): void;
+}
+
 /** A shared in-flight budget for the whole daemon. */
 interface Budget {
   requests: number;
@@ -144,6 +155,9 @@ export class BlockApi {
   private readonly streams = new Set<ServerDuplexStream<Buffer, IoResponse>>();
   private readonly nowMs: () => number;
   private isStopping = false;
+  /** Per open Io stream: fails its requests older than the request timeout. */
+  private readonly deadlineSweeps = new Set<(nowMs: number) => void>();
+  private sweepTimer: NodeJS.Timeout | null = null;
 
   constructor(private readonly options: BlockApiOptions) {
     this.log = options.logger;
@@ -168,6 +182,8 @@ export class BlockApi {
   /** Fails every open Io stream with UNAVAILABLE and refuses new calls (daemon shutdown). */
   stop(): void {
     this.isStopping = true;
+    if (this.sweepTimer !== null) clearInterval(this.sweepTimer);
+    this.sweepTimer = null;
     for (const call of this.streams) {
       call.emit('error', toGrpcError({ code: WireCode.UNAVAILABLE, message: `${this.options.region} is stopping` }));
     }
@@ -314,13 +330,16 @@ export class BlockApi {
     };
   }
 
-  /** Proposes a command; resolves with its successful apply result or throws the wire error. */
-  private async proposeCommand(command: Command, signal?: AbortSignal): Promise<ApplyResult & { ok: true }> {
-    const timeout = AbortSignal.timeout(this.options.limits.requestTimeoutMs);
+  /**
+   * Proposes a command; resolves with its successful apply result or throws the wire error. With
+   * `deadline` null (Io requests) the caller enforces the deadline; else the request timeout.
+   */
+  private async proposeCommand(command: Command, deadline?: null): Promise<ApplyResult & { ok: true }> {
     const started = performance.now();
-    const result = await this.options.node.propose(encodeCommand(command), {
-      signal: signal === undefined ? timeout : AbortSignal.any([signal, timeout]),
-    });
+    const data = encodeCommand(command);
+    const result = await (deadline === null
+      ? this.options.node.propose(data)
+      : this.options.node.propose(data, { signal: AbortSignal.timeout(this.options.limits.requestTimeoutMs) }));
     this.options.metrics?.commitSeconds.observe((performance.now() - started) / 1000);
     if (!isApplyResult(result)) {
       throw { code: WireCode.INTERNAL, message: 'the state machine returned no result for the command' };
@@ -330,9 +349,28 @@ export class BlockApi {
   }
 
   /** Waits until a read here is linearizable (ReadIndex confirmed and applied). */
-  private async readBarrier(signal?: AbortSignal): Promise<void> {
-    const timeout = AbortSignal.timeout(this.options.limits.requestTimeoutMs);
-    await this.options.node.readIndex({ signal: signal === undefined ? timeout : AbortSignal.any([signal, timeout]) });
+  private async readBarrier(): Promise<void> {
+    await this.options.node.readIndex({ signal: AbortSignal.timeout(this.options.limits.requestTimeoutMs) });
+  }
+
+  /**
+   * Runs the deadline sweep while Io streams are open: a request is failed with DEADLINE_EXCEEDED
+   * at most a tenth of the timeout (250 ms at most) after its deadline.
+   */
+  private startSweeping(): void {
+    if (this.sweepTimer !== null) return;
+    const timeoutMs = this.options.limits.requestTimeoutMs;
+    const periodMs = Math.max(5, Math.min(250, Math.floor(timeoutMs / 10)));
+    this.sweepTimer = setInterval(() => {
+      if (this.deadlineSweeps.size === 0) {
+        clearInterval(this.sweepTimer!);
+        this.sweepTimer = null;
+        return;
+      }
+      const nowMs = performance.now();
+      for (const sweep of this.deadlineSweeps) sweep(nowMs);
+    }, periodMs);
+    this.sweepTimer.unref();
   }
 
   private serveIo(call: ServerDuplexStream<Buffer, IoResponse>): void {
@@ -342,25 +380,52 @@ export class BlockApi {
     }
     const limits = this.options.limits;
     const metrics = this.options.metrics;
-    const inflight = new Map<number, number>(); // id → payload bytes
+    const inflight = new Map<number, InflightIo>();
     let inflightBytes = 0;
     let isEnded = false; // client half-closed
     let isClosed = false; // the call is over (answered, failed or cancelled)
-    const abort = new AbortController();
     this.streams.add(call);
+
+    // Requests still waiting when the stream closes are failed (as an aborted wait was before):
+    // their slots return to the daemon's budget at once. Their outcome is unknown to the client.
+    const failInflight = (): void => {
+      if (inflight.size === 0) return;
+      const error: WireError = { code: WireCode.DEADLINE_EXCEEDED, message: 'the IO stream closed' };
+      for (const request of [...inflight.values()]) request.fail(error);
+    };
+    const sweep = (nowMs: number): void => {
+      const timeoutMs = limits.requestTimeoutMs;
+      let expired: InflightIo[] | null = null;
+      for (const request of inflight.values()) {
+        if (nowMs - request.startedMs >= timeoutMs) (expired ??= []).push(request);
+      }
+      if (expired === null) return;
+      const error: WireError = {
+        code: WireCode.DEADLINE_EXCEEDED,
+        message: `no answer within the daemon's request timeout of ${timeoutMs} ms; a write may or may not be applied`,
+      };
+      for (const request of expired) request.fail(error);
+    };
+    this.deadlineSweeps.add(sweep);
+    this.startSweeping();
+    const close = (): void => {
+      isClosed = true;
+      this.streams.delete(call);
+      this.deadlineSweeps.delete(sweep);
+      failInflight();
+      releaseAwaiting();
+    };
 
     const finish = (error?: WireError): void => {
       if (isClosed) return;
-      isClosed = true;
-      this.streams.delete(call);
-      abort.abort();
-      releaseAwaiting();
+      close();
       if (error !== undefined) call.emit('error', toGrpcError(error));
       else call.end();
     };
     const release = (id: number): void => {
-      if (!inflight.has(id)) return; // each slot is released once
-      const bytes = inflight.get(id) ?? 0;
+      const request = inflight.get(id);
+      if (request === undefined) return; // each slot is released once
+      const bytes = request.bytes;
       inflight.delete(id);
       inflightBytes -= bytes;
       this.budget.requests -= 1;
@@ -455,15 +520,30 @@ export class BlockApi {
         });
         return;
       }
-      inflight.set(id, payloadBytes);
+      let isAnswered = false;
+      inflight.set(id, {
+        bytes: payloadBytes,
+        startedMs: started,
+        fail: (error) => {
+          if (isAnswered) return;
+          isAnswered = true;
+          settle(id, reply(error));
+        },
+      });
       inflightBytes += payloadBytes;
       this.budget.requests += 1;
       this.budget.bytes += payloadBytes;
       metrics?.apiInflightRequests.inc();
       metrics?.apiInflightBytes.inc(payloadBytes);
-      this.serveOne(request, abort.signal).then(
-        (data) => settle(id, reply(null, data)),
+      this.serveOne(request).then(
+        (data) => {
+          if (isAnswered) return;
+          isAnswered = true;
+          settle(id, reply(null, data));
+        },
         (err: unknown) => {
+          if (isAnswered) return;
+          isAnswered = true;
           const error =
             isRecord(err) && typeof err.code === 'string' && !(err instanceof Error)
               ? (err as unknown as WireError)
@@ -476,26 +556,19 @@ export class BlockApi {
       isEnded = true;
       if (inflight.size === 0) finish();
     });
-    call.on('cancelled', () => {
-      isClosed = true;
-      this.streams.delete(call);
-      abort.abort();
-      releaseAwaiting();
-    });
+    call.on('cancelled', close);
     call.on('error', (err) => {
       this.log.debug({ err }, 'io stream failed');
-      isClosed = true;
-      this.streams.delete(call);
-      abort.abort();
-      releaseAwaiting();
+      close();
     });
   }
 
   /** Serves one validated IO request; resolves with read data (or undefined), throws a wire error or an error to map. */
-  private async serveOne(request: IoRequest, signal: AbortSignal): Promise<Uint8Array | undefined> {
+  private async serveOne(request: IoRequest): Promise<Uint8Array | undefined> {
     switch (request.op) {
       case 'read': {
-        await this.readBarrier(signal);
+        // No signal: the stream's deadline sweep answers a request that waits too long.
+        await this.options.node.readIndex();
         return await this.options.store.read(request.volume, request.offset, request.length);
       }
       case 'write':
@@ -510,7 +583,7 @@ export class BlockApi {
             ackedBelow: request.ackedBelow,
             atMs: this.nowMs(),
           },
-          signal,
+          null,
         );
         return undefined;
       case 'writeZeroes':
@@ -526,7 +599,7 @@ export class BlockApi {
             ackedBelow: request.ackedBelow,
             atMs: this.nowMs(),
           },
-          signal,
+          null,
         );
         return undefined;
       case 'flush': {
