@@ -388,12 +388,12 @@ export class RaftCore {
         const isForced = m.context === CAMPAIGN_TRANSFER;
         // Raft §6 (check-quorum / leader stickiness): a node that heard from a leader within the
         // election timeout ignores vote requests, so a rejoining node cannot depose a live leader.
-        // A node that just started may have acknowledged a leader's lease before it crashed, and
-        // forgot: it also waits out one election timeout after boot before voting.
+        // With lease reads, a node that just started may have acknowledged a leader's lease before
+        // it crashed, and forgot: it also waits out one election timeout after boot before voting.
         const isInLease =
           this.cfg.isCheckQuorumEnabled &&
           ((this.lead !== null && this.electionElapsed < this.cfg.electionTimeoutTicks) ||
-            (this.hasBootedWithState && this.tickCount < this.cfg.electionTimeoutTicks));
+            (this.cfg.leaseTicks > 0 && this.hasBootedWithState && this.tickCount < this.cfg.electionTimeoutTicks));
         if (!isForced && isInLease) return;
       }
       if (m.type === MessageType.PreVote) {
@@ -862,23 +862,6 @@ export class RaftCore {
   private handleVoteRequest(m: Message): void {
     const isPreVote = m.type === MessageType.PreVote;
     const respType = isPreVote ? MessageType.PreVoteResp : MessageType.VoteResp;
-    if (isPreVote && this.role === 'pre-candidate') {
-      // Two pre-candidates at once (timers that fire in bursts on a starved machine quantize the
-      // random timeouts, so this happens): the better log, or on a tie the lower id, goes on and the
-      // other steps back, instead of both winning the pre-vote and splitting the real vote.
-      const ourLastTerm = this.log.lastTerm();
-      const ourLastIndex = this.log.lastIndex();
-      const isTheirsBetter =
-        m.logTerm > ourLastTerm ||
-        (m.logTerm === ourLastTerm && (m.index > ourLastIndex || (m.index === ourLastIndex && m.from < this.id)));
-      if (isTheirsBetter) {
-        this.becomeFollower(this.term, null);
-        this.msgs.push(this.message(respType, m.from, m.term, 0, 0, NO_ENTRIES, 0, false, 0, 0));
-      } else {
-        this.msgs.push(this.message(respType, m.from, this.term, 0, 0, NO_ENTRIES, 0, true, 0, 0));
-      }
-      return;
-    }
     const canVote =
       this.vote === m.from || (this.vote === null && this.lead === null) || (isPreVote && m.term > this.term);
     // Raft §5.4.1: grant only to a candidate whose log is at least as up-to-date as ours.
