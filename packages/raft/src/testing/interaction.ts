@@ -5,7 +5,11 @@
  *
  * Commands (one per line; `#` starts a comment; node arguments are numbers 1..n, ids `n1`..`nN`):
  *
- *   cluster 3 [pre-vote] [check-quorum]   create the cluster (must come first)
+ *   cluster 3 [pre-vote] [check-quorum] [voters=K]
+ *                                         create the cluster (must come first); only n1..nK vote
+ *   conf N add-voter|add-learner|remove M [...]
+ *                                         leader N proposes a membership change (several
+ *                                         changes: joint consensus; none: leave the joint config)
  *   campaign N                            N starts an election now
  *   tick N|all [COUNT]                    advance logical time (default 1 tick)
  *   propose N VALUE                       propose `write k=VALUE` on N
@@ -29,7 +33,7 @@
 import type { ConfState, Entry, HardState, NodeId } from '../api.js';
 import { EntryType } from '../api.js';
 import { MessageType, RaftCore, messageTypeName } from '../core/index.js';
-import type { Message, Ready } from '../core/index.js';
+import type { ConfChangeItem, Message, Ready } from '../core/index.js';
 import { KvStore, encodeKvCommand } from './kv-state-machine.js';
 import { SeededRandom } from './random.js';
 import { describeEntry } from './simulator.js';
@@ -109,6 +113,11 @@ class InteractionEnv {
       case 'cluster': {
         const count = Number(args[0]);
         if (!Number.isInteger(count) || count < 1 || count > 7) throw new InteractionScriptError('cluster size 1..7');
+        const votersArg = args.find((a) => a.startsWith('voters='));
+        const voterCount = votersArg === undefined ? count : Number(votersArg.slice('voters='.length));
+        if (!Number.isInteger(voterCount) || voterCount < 1 || voterCount > count) {
+          throw new InteractionScriptError(`voters=K needs 1 <= K <= ${count}`);
+        }
         this.isPreVoteEnabled = args.includes('pre-vote');
         this.isCheckQuorumEnabled = args.includes('check-quorum');
         for (let i = 0; i < count; i++) {
@@ -125,7 +134,12 @@ class InteractionEnv {
             roleSeen: '',
           });
         }
-        this.conf = { voters: this.nodes.map((n) => n.id), learners: [], votersOutgoing: [], learnersNext: [] };
+        this.conf = {
+          voters: this.nodes.slice(0, voterCount).map((n) => n.id),
+          learners: [],
+          votersOutgoing: [],
+          learnersNext: [],
+        };
         for (const node of this.nodes) this.start(node);
         return;
       }
@@ -189,6 +203,26 @@ class InteractionEnv {
         const result = node.core.readIndex(requestId);
         if (result.code !== null) this.print(`${node.id} read ${requestId} refused: ${result.code}`);
         else node.reads.set(requestId, -1);
+        this.process(node);
+        return;
+      }
+      case 'conf': {
+        const node = this.live(args[0]);
+        const changes: ConfChangeItem[] = [];
+        for (let i = 1; i < args.length; i += 2) {
+          const type = args[i];
+          if (type !== 'add-voter' && type !== 'add-learner' && type !== 'remove') {
+            throw new InteractionScriptError(`conf change type ${type}: add-voter, add-learner or remove`);
+          }
+          changes.push({ type, id: this.node(args[i + 1]).id });
+        }
+        const result = node.core.proposeConfChange({ changes });
+        const what = changes.length === 0 ? 'leave joint' : changes.map((c) => `${c.type} ${c.id}`).join(', ');
+        this.print(
+          result.code === null
+            ? `${node.id} proposed conf change (${what}) at ${result.index}@${result.term}`
+            : `${node.id} conf change (${what}) refused: ${result.code}`,
+        );
         this.process(node);
         return;
       }
@@ -379,10 +413,18 @@ class InteractionEnv {
     if (core === null) return `${node.id} down, durable log ${this.logTerms(node)}`;
     return (
       `${node.id} ${core.role} term=${core.term} vote=${core.vote ?? '-'} lead=${core.lead ?? '-'} ` +
-      `commit=${core.log.committed} applied=${node.kv.appliedIndex} log=${this.logTerms(node)}` +
+      `commit=${core.log.committed} applied=${node.kv.appliedIndex} log=${this.logTerms(node)} ` +
+      describeConf(core.conf()) +
       (node.isStalled ? ' (disk stalled)' : '')
     );
   }
+}
+
+function describeConf(conf: ConfState): string {
+  let text = `voters=${conf.voters.join(',')}`;
+  if (conf.votersOutgoing.length > 0) text += ` outgoing=${conf.votersOutgoing.join(',')}`;
+  if (conf.learners.length > 0) text += ` learners=${conf.learners.join(',')}`;
+  return text;
 }
 
 function describeWrite(rd: Ready): string {
