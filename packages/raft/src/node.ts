@@ -698,7 +698,8 @@ export class RaftNode {
    * Ticks the core once per `tickIntervalMs` of clock time elapsed, not once per timer firing: a
    * starved event loop fires interval timers late and drops the missed firings, and counting
    * firings would stretch election timeouts (and shorten nothing a lease relies on) by that factor.
-   * A burst is capped at two election timeouts, which is enough to expire any lease or timeout.
+   * A burst is capped at half an election timeout; time beyond it is dropped and the lease, which
+   * is counted in ticks, is forgotten.
    */
   private onTick(): void {
     if (this.isStopped) return;
@@ -706,10 +707,15 @@ export class RaftNode {
     const now = this.clock.now();
     let due = Math.floor((now - this.lastTickMs) / intervalMs);
     if (due <= 0) return;
-    const dueMax = 2 * this.config.electionTimeoutTicks;
+    // At most half an election timeout per firing: between two bursts the messages that arrived
+    // are processed, so a starved leader never runs two check-quorum rounds (and a follower never
+    // a whole election timeout) without seeing the heartbeats and acks sent meanwhile. Time beyond
+    // the cap is dropped, not carried over.
+    const dueMax = Math.max(1, Math.floor(this.config.electionTimeoutTicks / 2));
     if (due > dueMax) {
       due = dueMax;
       this.lastTickMs = now;
+      this.core.expireLease();
     } else {
       this.lastTickMs += due * intervalMs;
     }

@@ -1277,6 +1277,16 @@ export class RaftCore {
     this.msgs.push(this.message(MessageType.TimeoutNow, to, this.term, 0, 0, NO_ENTRIES, 0, false, 0, 0));
   }
 
+  /**
+   * Forgets the leader's lease: the next read takes a quorum heartbeat round (which renews it). The
+   * driver calls this when its ticks fell behind clock time (a starved event loop whose lost time
+   * it dropped): a lease counted in ticks would then outlast the election timeout that followers,
+   * ticking on real time, wait before electing someone else.
+   */
+  expireLease(): void {
+    this.leaseStartTick = -Infinity;
+  }
+
   private isLeaseValid(): boolean {
     return (
       this.cfg.leaseTicks > 0 &&

@@ -37,6 +37,15 @@ export class ManualClock implements Clock {
       t.isLive = false;
     };
   }
+  /**
+   * Moves time forward by `ms` without firing anything, then fires each overdue timer once: what a
+   * starved event loop does (Node drops the interval firings it missed).
+   */
+  stall(ms: number): void {
+    this.nowMs += ms;
+    for (const t of this.timers) if (t.isLive && t.at < this.nowMs) t.at = this.nowMs;
+    this.advance(0);
+  }
   /** Advances time by `ms`, firing due timers in time order. */
   advance(ms: number): void {
     const end = this.nowMs + ms;

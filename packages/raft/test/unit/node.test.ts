@@ -186,6 +186,36 @@ test('lease reads (opt-in): within the lease readIndex resolves without a heartb
   }
 });
 
+test('lease reads: after a starved event loop dropped clock time, the next read takes a heartbeat round', async (t) => {
+  // The lease is counted in ticks; when the driver drops time beyond its per-firing cap (half an
+  // election timeout), its ticks fall behind the clock that the followers' election timeouts run
+  // on, so the lease must be forgotten. Election timeout 20 ticks: a lease of 18 would survive the
+  // capped 10-tick burst if the driver did not expire it.
+  for (const isStarved of [false, true]) {
+    const c = await cluster({ isLeaseReadEnabled: true, clockDriftBoundMs: 100, electionTimeoutTicks: 20 });
+    await c.until(() => c.leader() !== undefined);
+    const leader = c.nodes.get(c.leader()!)!;
+    await leader.node.propose(new Uint8Array([1]));
+    c.clock.advance(50); // a heartbeat round acknowledged: the lease starts
+    await yieldTurns();
+    let heartbeats = 0;
+    // From now on the followers are unreachable: only a lease can serve a read.
+    c.hub.filter = (m) => {
+      if (m.type === MessageType.Heartbeat) heartbeats++;
+      return false;
+    };
+    if (isStarved) c.clock.stall(5_000); // five election timeouts without a timer firing
+    let isServed = false;
+    const read = leader.node.readIndex().then(() => {
+      isServed = true;
+    });
+    read.catch(() => undefined);
+    await yieldTurns();
+    t.is(isServed, !isStarved, isStarved ? 'no lease after dropped time' : 'the lease serves the read');
+    for (const n of c.nodes.values()) await n.node.stop();
+  }
+});
+
 test('back-pressure: with the state machine stalled, proposals past applyBacklogEntriesMax fail with RAFT_UNCOMMITTED_LIMIT', async (t) => {
   const c = await cluster({ applyBacklogEntriesMax: 8 });
   await c.until(() => c.leader() !== undefined);
