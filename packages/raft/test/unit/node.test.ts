@@ -120,6 +120,31 @@ test('entries proposed while the leader fsyncs are grouped into the next single 
   for (const n of c.nodes.values()) await n.node.stop();
 });
 
+test('an entry is applied only once it is durable in the local log, even when followers committed it first', async (t) => {
+  // With the leader's fsync in parallel with replication, two followers can commit an entry while
+  // the leader's own append is still under way. Applying it then would let the state machine get
+  // ahead of the local log: after a crash the applied index would point past the log's end.
+  const c = await cluster();
+  await c.until(() => c.leader() !== undefined);
+  const leader = c.nodes.get(c.leader()!)!;
+  await leader.node.propose(new TextEncoder().encode('warm-up'));
+  let release!: () => void;
+  leader.storage.stall = new Promise<void>((resolve) => {
+    release = resolve;
+  });
+  const logged = leader.sm.log.length;
+  const before = leader.node.status().lastIndex;
+  const proposal = leader.node.propose(new TextEncoder().encode('x'));
+  await c.until(() => leader.node.status().commitIndex > before);
+  await yieldTurns();
+  t.is(leader.sm.log.length, logged, 'committed by the followers but not applied before the local fsync');
+  leader.storage.stall = null;
+  release();
+  await proposal;
+  t.is(leader.sm.log.at(-1), 'x');
+  for (const n of c.nodes.values()) await n.node.stop();
+});
+
 test('transferLeadership moves leadership to the target', async (t) => {
   const c = await cluster();
   await c.until(() => c.leader() !== undefined);
@@ -205,6 +230,7 @@ test('lease reads: after a starved event loop dropped clock time, the next read 
       return false;
     };
     if (isStarved) c.clock.stall(5_000); // five election timeouts without a timer firing
+    heartbeats = 0;
     let isServed = false;
     const read = leader.node.readIndex().then(() => {
       isServed = true;
@@ -212,6 +238,8 @@ test('lease reads: after a starved event loop dropped clock time, the next read 
     read.catch(() => undefined);
     await yieldTurns();
     t.is(isServed, !isStarved, isStarved ? 'no lease after dropped time' : 'the lease serves the read');
+    // Without a lease the read asks a quorum: it sends a heartbeat round (dropped here).
+    t.is(heartbeats > 0, isStarved);
     for (const n of c.nodes.values()) await n.node.stop();
   }
 });
