@@ -915,19 +915,7 @@ export class RaftCore {
         this.hup(true);
         break;
       case MessageType.Prop:
-        // A proposal forwarded to a node that is no longer leader: refuse, with our leader hint.
-        this.send(
-          MessageType.PropResp,
-          m.from,
-          0,
-          0,
-          NO_ENTRIES,
-          0,
-          true,
-          PropRejectReason.NotLeader,
-          m.context,
-          false,
-        );
+        this.refuseForwardedProposal(m);
         break;
       case MessageType.PropResp:
         this.handlePropResp(m);
@@ -935,6 +923,11 @@ export class RaftCore {
       default:
         break;
     }
+  }
+
+  /** A proposal forwarded to a node that is not the leader: refuse it, with our leader hint. */
+  private refuseForwardedProposal(m: Message): void {
+    this.send(MessageType.PropResp, m.from, 0, 0, NO_ENTRIES, 0, true, PropRejectReason.NotLeader, m.context, false);
   }
 
   private stepCandidate(m: Message): void {
@@ -955,18 +948,7 @@ export class RaftCore {
         if (this.role === 'pre-candidate') this.poll(m.from, !m.reject);
         break;
       case MessageType.Prop:
-        this.send(
-          MessageType.PropResp,
-          m.from,
-          0,
-          0,
-          NO_ENTRIES,
-          0,
-          true,
-          PropRejectReason.NotLeader,
-          m.context,
-          false,
-        );
+        this.refuseForwardedProposal(m);
         break;
       case MessageType.PropResp:
         this.handlePropResp(m);
