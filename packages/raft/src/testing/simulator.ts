@@ -321,6 +321,11 @@ class Simulation {
   private readonly entryRegistry = new Map<string, { prevTerm: number; data: Uint8Array }>();
   /** committed[i] = term of the entry committed at index i (index 0 unused). */
   private readonly committed: number[] = [0];
+  /**
+   * commitTerms[i] = the term in which index i was first seen committed: the committing leader's
+   * term (commit information always starts at the leader that counted the quorum).
+   */
+  private readonly commitTerms: number[] = [0];
   /** applied[i] = the entry applied at index i by the first node to apply it. */
   private readonly applied: Entry[] = [];
   /** digests[i] = the state machine's digest after applying index i, on the first node to do so. */
@@ -859,8 +864,11 @@ class Simulation {
         this.leaders.set(core.term, node.id);
         this.elections++;
         this.log(`${node.id} LEADER term=${core.term} last=${core.log.lastIndex()}`);
-        // Leader completeness: the new leader's log holds every entry committed so far.
+        // Leader completeness (Raft §5.4): the leader of term T holds every entry committed in a
+        // term below T. (A stale leader of a lower term may exist after a later commit: it is
+        // harmless, no node of the higher term accepts its messages.)
         for (let i = core.log.firstIndex(); i < this.committed.length; i++) {
+          if (this.commitTerms[i] >= core.term) continue;
           if (core.log.term(i) !== this.committed[i]) {
             throw new SimulationViolation(
               `leader completeness: ${node.id} leads term ${core.term} without committed entry ${i}@${this.committed[i]} (has term ${core.log.term(i)})`,
@@ -898,6 +906,7 @@ class Simulation {
             );
           }
           this.committed.push(term);
+          this.commitTerms.push(core.term);
         }
       }
       node.commitSeen = commit;
