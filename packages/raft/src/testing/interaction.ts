@@ -15,7 +15,8 @@
  *   propose N VALUE                       propose `write k=VALUE` on N
  *   read N                                ReadIndex on N (the result prints when served)
  *   transfer N M                          leader N hands leadership to M
- *   deliver [ROUNDS]                      deliver the messages in flight (default: until none are left)
+ *   deliver [ROUNDS] [except=N]           deliver the messages in flight (default: until none are left);
+ *                                         with except=N, messages to N stay in flight, in order
  *   drop                                  drop every message in flight
  *   partition 1 | 2 3                     cut every link between the groups
  *   heal                                  remove every partition
@@ -26,11 +27,21 @@
  *   append N TERM [TERM...]               test setup: write entries of these terms to N's disk
  *                                         (only before the first tick/campaign)
  *   term N T                              test setup: set N's durable term to T
+ *   compact N INDEX                       N compacts its log up to INDEX (applied and durable), recording
+ *                                         the snapshot metadata on its disk first
  *   status                                role, term, leader, commit, applied and log terms of each node
+ *                                         (`snap=I@T` when the log starts after a snapshot)
+ *
+ * Snapshots are driven as a real driver would, with a synchronous disk: a leader's
+ * `snapshotsToSend` becomes one MsgSnap chunk holding its whole state machine at its applied
+ * index (it travels like any message: `deliver`, `drop` and partitions apply); a follower writes a
+ * received chunk, records the snapshot, restores its state machine, calls `installSnapshot` and
+ * answers MsgSnapResp. A follower whose disk is stalled with writes pending skips the chunk (the
+ * install must be ordered after them), and says so.
  *
  * Everything is deterministic (a fixed seed for election timeouts), so transcripts are stable.
  */
-import type { ConfState, Entry, HardState, NodeId } from '../api.js';
+import type { ConfState, Entry, HardState, NodeId, SnapshotMeta } from '../api.js';
 import { EntryType } from '../api.js';
 import { MessageType, RaftCore, messageTypeName } from '../core/index.js';
 import type { ConfChangeItem, Message, Ready } from '../core/index.js';
@@ -42,7 +53,8 @@ interface Node {
   readonly id: NodeId;
   readonly index: number;
   core: RaftCore | null;
-  durable: { hardState: HardState; entries: Entry[] };
+  /** What survives a crash: `entries[i]` has index `(snapshot?.index ?? 0) + 1 + i`. */
+  durable: { hardState: HardState; snapshot: SnapshotMeta | null; entries: Entry[] };
   readonly kv: KvStore;
   isStalled: boolean;
   /** Readies whose writes wait for the disk (stalled), in order. */
@@ -125,7 +137,7 @@ class InteractionEnv {
             id: `n${i + 1}`,
             index: i,
             core: null,
-            durable: { hardState: { term: 0, vote: null, commit: 0 }, entries: [] },
+            durable: { hardState: { term: 0, vote: null, commit: 0 }, snapshot: null, entries: [] },
             kv: new KvStore(),
             isStalled: false,
             unsynced: [],
@@ -235,12 +247,23 @@ class InteractionEnv {
         return;
       }
       case 'deliver': {
-        const roundsMax = args[0] === undefined ? 1000 : Number(args[0]);
+        const exceptArg = args.find((a) => a.startsWith('except='));
+        const held = exceptArg === undefined ? null : this.node(exceptArg.slice('except='.length)).id;
+        const roundsArg = args.find((a) => !a.startsWith('except='));
+        const roundsMax = roundsArg === undefined ? 1000 : Number(roundsArg);
+        if (!Number.isInteger(roundsMax) || roundsMax < 1)
+          throw new InteractionScriptError(`deliver ${roundsArg}: ROUNDS >= 1`);
+        const kept: Message[] = [];
         for (let round = 0; round < roundsMax && this.inFlight.length > 0; round++) {
           const batch = this.inFlight;
           this.inFlight = [];
-          for (const m of batch) this.deliver(m);
+          for (const m of batch) {
+            if (m.to === held) kept.push(m);
+            else this.deliver(m);
+          }
         }
+        this.inFlight = [...kept, ...this.inFlight];
+        if (kept.length > 0) this.print(`held ${kept.length} message(s) to ${held}`);
         return;
       }
       case 'drop': {
@@ -289,6 +312,24 @@ class InteractionEnv {
         this.print(`${node.id} restarted: term=${hs.term} vote=${hs.vote ?? '-'} log=${this.logTerms(node)}`);
         return;
       }
+      case 'compact': {
+        const node = this.live(args[0]);
+        const index = Number(args[1]);
+        const core = node.core;
+        const upTo = Math.min(node.kv.appliedIndex, core.log.stableIndex);
+        if (!Number.isInteger(index) || index < core.log.firstIndex() || index > upTo) {
+          throw new InteractionScriptError(
+            `compact ${args[0]} ${args[1]}: INDEX must be in ${core.log.firstIndex()}..${upTo} (in the log, applied and durable)`,
+          );
+        }
+        const meta = core.compact(index);
+        // Durable first in a real driver (Storage.applySnapshot(meta, true)); here the disk is synchronous.
+        node.durable.entries = node.durable.entries.filter((e) => e.index > index);
+        node.durable.snapshot = meta;
+        this.print(`${node.id} compacted to ${meta.index}@${meta.term}, log starts at ${core.log.firstIndex()}`);
+        this.process(node);
+        return;
+      }
       case 'status':
         for (const node of this.nodes) this.print(this.status(node));
         return;
@@ -317,10 +358,10 @@ class InteractionEnv {
       },
       {
         hardState: node.durable.hardState,
-        snapshot: null,
+        snapshot: node.durable.snapshot,
         entries: node.durable.entries.slice(),
         appliedIndex: node.kv.appliedIndex,
-        conf: this.conf,
+        conf: node.durable.snapshot?.conf ?? this.conf,
       },
     );
     node.roleSeen = `${node.core.role}@${node.core.term}`;
@@ -348,6 +389,7 @@ class InteractionEnv {
       // Committed entries handed out are already durable locally: apply them first, so that a
       // nested Ready (after the sync below) cannot apply later entries before these.
       this.applyCommitted(node, rd);
+      this.handleSnapshots(node, rd);
       node.unsynced.push(rd);
       if (!node.isStalled) this.syncPending(node);
       else if (rd.entries.length > 0 || rd.hardState !== null) {
@@ -368,7 +410,7 @@ class InteractionEnv {
     for (const rd of pending) {
       const hs = rd.hardState;
       if (rd.entries.length > 0) {
-        node.durable.entries.length = rd.entries[0].index - 1;
+        node.durable.entries.length = rd.entries[0].index - 1 - (node.durable.snapshot?.index ?? 0);
         node.durable.entries.push(...rd.entries);
       }
       if (hs !== null) node.durable.hardState = hs;
@@ -376,6 +418,62 @@ class InteractionEnv {
       for (const m of rd.messagesAfterPersist) this.inFlight.push(m);
     }
     if (core.hasReady()) this.process(node);
+  }
+
+  /** The driver's part of snapshots (see the file comment): send, and receive and install. */
+  private handleSnapshots(node: Node, rd: Ready): void {
+    const core = node.core!;
+    for (const to of rd.snapshotsToSend) {
+      const meta = core.snapshotMetaAt(node.kv.appliedIndex);
+      this.print(`${node.id} sends ${to} a snapshot at ${meta.index}@${meta.term}`);
+      this.inFlight.push({
+        type: MessageType.Snap,
+        from: node.id,
+        to,
+        term: core.term,
+        logTerm: meta.term,
+        index: meta.index,
+        entries: [],
+        commit: 0,
+        reject: false,
+        rejectHint: 0,
+        context: 0,
+        snapshot: { meta, seq: 0, data: node.kv.serialize(), isLast: true },
+      });
+    }
+    for (const m of rd.snapshotChunks) {
+      const meta = m.snapshot!.meta;
+      if (node.unsynced.length > 0) {
+        this.print(`${node.id} skips the snapshot at ${meta.index}@${meta.term}: writes pending on a stalled disk`);
+        continue;
+      }
+      if (!core.isSnapshotUseful(meta)) {
+        this.print(`${node.id} skips the snapshot at ${meta.index}@${meta.term}: already applied`);
+        continue;
+      }
+      const isKeepingEntries = core.log.matchTerm(meta.index, meta.term);
+      node.durable.entries = isKeepingEntries ? node.durable.entries.filter((e) => e.index > meta.index) : [];
+      node.durable.snapshot = meta;
+      node.kv.restore(m.snapshot!.data, meta);
+      core.installSnapshot(meta, isKeepingEntries, m.from);
+      this.print(
+        `${node.id} installed the snapshot at ${meta.index}@${meta.term} from ${m.from}` +
+          ` (k=${node.kv.values.get('k') ?? 'null'}, ${isKeepingEntries ? 'kept' : 'dropped'} its log suffix)`,
+      );
+      this.inFlight.push({
+        type: MessageType.SnapResp,
+        from: node.id,
+        to: m.from,
+        term: core.term,
+        logTerm: 0,
+        index: meta.index,
+        entries: [],
+        commit: 0,
+        reject: false,
+        rejectHint: 0,
+        context: m.snapshot!.seq,
+      });
+    }
   }
 
   private applyCommitted(node: Node, rd: Ready): void {
@@ -413,7 +511,9 @@ class InteractionEnv {
     if (core === null) return `${node.id} down, durable log ${this.logTerms(node)}`;
     return (
       `${node.id} ${core.role} term=${core.term} vote=${core.vote ?? '-'} lead=${core.lead ?? '-'} ` +
-      `commit=${core.log.committed} applied=${node.kv.appliedIndex} log=${this.logTerms(node)} ` +
+      `commit=${core.log.committed} applied=${node.kv.appliedIndex} ` +
+      (core.snapshotMeta === null ? '' : `snap=${core.snapshotMeta.index}@${core.snapshotMeta.term} `) +
+      `log=${this.logTerms(node)} ` +
       describeConf(core.conf()) +
       (node.isStalled ? ' (disk stalled)' : '')
     );
@@ -452,6 +552,10 @@ function describe(m: Message): string {
       return `${name} t${m.term} ${m.reject ? 'reject' : 'grant'}`;
     case MessageType.Heartbeat:
       return `${name} t${m.term} commit=${m.commit}`;
+    case MessageType.Snap:
+      return `${name} t${m.term} snapshot=${m.index}@${m.logTerm} seq=${m.snapshot!.seq}${m.snapshot!.isLast ? ' last' : ''}`;
+    case MessageType.SnapResp:
+      return `${name} t${m.term} index=${m.index}${m.reject ? ' reject' : ''}`;
     default:
       return `${name} t${m.term}`;
   }

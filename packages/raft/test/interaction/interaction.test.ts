@@ -31,4 +31,8 @@ for (const file of readdirSync(dir).filter((f) => f.endsWith('.txt'))) {
 test('a malformed script names the line at fault', (t) => {
   t.throws(() => runInteraction('cluster 3\ncampaign 9'), { message: /line 2: no node 9/ });
   t.throws(() => runInteraction('cluster 3\nfrobnicate'), { message: /line 2: unknown command frobnicate/ });
+  t.throws(() => runInteraction('cluster 3\ncampaign 1\ndeliver\ncompact 1 5'), {
+    message: /line 4: compact 1 5: INDEX must be in 1\.\.1/,
+  });
+  t.throws(() => runInteraction('cluster 3\ndeliver 0'), { message: /line 2: deliver 0: ROUNDS >= 1/ });
 });
