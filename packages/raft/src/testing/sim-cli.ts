@@ -2,7 +2,8 @@
  * `npm run sim -- --seeds N [--seed-start S]`: runs N seeds of the deterministic cluster simulator,
  * prints the tally of every fault kind injected, one line per failing seed with the command that
  * replays it, and ends with `N seeds, V violations`. Exit code 1 when any seed fails.
- * `--trace` prints the event trace of each failing seed.
+ * `--trace` prints the event trace of each failing seed. `--joint-replace` replaces members in one
+ * joint-consensus change instead of two single-server changes.
  */
 import { Command, InvalidArgumentError, Option } from 'commander';
 import type { SimulationOptions } from './simulator.js';
@@ -18,6 +19,15 @@ function integer(min: number) {
   };
 }
 
+interface CliOptions {
+  seeds: number;
+  seedStart: number;
+  trace: boolean;
+  quiet: boolean;
+  jointReplace: boolean;
+  driverBug?: DriverBug;
+}
+
 const program = new Command()
   .name('rdl-sim')
   .description('Runs seeds of the deterministic Raft cluster simulator.')
@@ -25,6 +35,7 @@ const program = new Command()
   .option('--seed-start <s>', 'first seed', integer(0), 1)
   .option('--trace', 'print the event trace of each failing seed', false)
   .option('--quiet', 'no progress output', false)
+  .option('--joint-replace', 'replace members through a joint configuration (add-voter + remove in one change)', false)
   .addOption(
     new Option('--driver-bug <bug>', 'break the simulated driver on purpose (to see the checkers fire)').choices([
       'ack-before-fsync',
@@ -32,15 +43,16 @@ const program = new Command()
       'empty-snapshot',
     ]),
   )
-  .action((options: { seeds: number; seedStart: number; trace: boolean; quiet: boolean; driverBug?: DriverBug }) => {
+  .action((options: CliOptions) => {
     const startedMs = performance.now();
+    const flags = `${options.jointReplace ? ' --joint-replace' : ''}${options.driverBug === undefined ? '' : ` --driver-bug ${options.driverBug}`}`;
     const summary = runSeeds({
       seedStart: options.seedStart,
       seeds: options.seeds,
-      simulation: options.driverBug === undefined ? undefined : { driverBug: options.driverBug },
+      simulation: { driverBug: options.driverBug, isJointReplaceEnabled: options.jointReplace },
       onFailure: (failure) => {
         process.stdout.write(`seed ${failure.seed} FAILED: ${failure.violation}\n`);
-        process.stdout.write(`  replay: npm run sim -- --seeds 1 --seed-start ${failure.seed} --trace\n`);
+        process.stdout.write(`  replay: npm run sim -- --seeds 1 --seed-start ${failure.seed}${flags} --trace\n`);
         if (options.trace) for (const line of failure.trace) process.stdout.write(`  | ${line}\n`);
       },
       onProgress:
@@ -53,6 +65,12 @@ const program = new Command()
     for (const [kind, count] of Object.entries(summary.tally)) {
       process.stdout.write(`  ${kind.padEnd(24)} ${count}\n`);
     }
+    const t = summary.tally;
+    process.stdout.write(
+      `membership: ${t['member-added']} added, ${t['member-removed']} removed, ${t['member-replaced']} replaced ` +
+        `(${t['leader-removed']} removing the leader), ${t['conf-change-refused']} proposals refused; ` +
+        `snapshots: ${t['snapshot-installed']} installed of ${t['snapshot-sent']} sent\n`,
+    );
     const s = summary.stats;
     process.stdout.write(
       `workload: ${s.operationsOk} ok, ${s.operationsUnknown} unknown outcome, ${s.operationsFailed} refused; ` +

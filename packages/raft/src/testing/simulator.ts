@@ -20,8 +20,8 @@
  */
 import type { ConfState, Entry, HardState, NodeId, SnapshotMeta } from '../api.js';
 import { EntryType } from '../api.js';
-import { RaftCore, MessageType, messageTypeName } from '../core/index.js';
-import type { CoreConfig, Message, Ready } from '../core/index.js';
+import { RaftCore, MessageType, applyConfChange, decodeConfChange, messageTypeName } from '../core/index.js';
+import type { ConfChangeItem, CoreConfig, Message, Ready } from '../core/index.js';
 import { KvStore, decodeKvCommand, encodeKvCommand } from './kv-state-machine.js';
 import type { KvCommand, KvResult } from './kv-state-machine.js';
 import { checkLinearizable } from './lincheck.js';
@@ -44,6 +44,11 @@ export const FAULT_KINDS = [
   'log-compacted',
   'snapshot-sent',
   'snapshot-installed',
+  'member-added',
+  'member-removed',
+  'member-replaced',
+  'leader-removed',
+  'conf-change-refused',
 ] as const;
 /** One kind of injected fault. */
 export type FaultKind = (typeof FAULT_KINDS)[number];
@@ -64,6 +69,8 @@ export interface FaultRates {
   readonly stallRate: number;
   readonly fsyncFailureRate: number;
   readonly transferRate: number;
+  /** Per fault step, probability of starting a membership change (add, remove or replace). */
+  readonly membershipRate: number;
 }
 
 /** Options of one simulated run. */
@@ -97,6 +104,14 @@ export interface SimulationOptions {
    * followers need a snapshot, which the leader sends as one MsgSnap chunk over the faulty network.
    */
   readonly logEntriesKeep?: number;
+  /**
+   * Replace a member in one joint-consensus change (`add-voter new` + `remove old`, as
+   * `RaftNode.replaceMember` does) instead of two single-server changes (promote, then remove).
+   * Off by default: the core crashes when the commit of C_old,new makes the leader leave the joint
+   * configuration while handling an append response of the voter being removed (see
+   * docs/simulator.md, "Known findings").
+   */
+  readonly isJointReplaceEnabled?: boolean;
   /** Overrides of the seed-drawn core configuration. */
   readonly coreConfig?: Partial<Omit<CoreConfig, 'id' | 'random'>>;
   /** Records a readable trace of the last events (slower; used to explain a failing seed). */
@@ -140,6 +155,44 @@ const SYNC_MS_MIN = 1;
 const SYNC_MS_MAX = 4;
 const CLIENT_TIMEOUT_MS = 1_500;
 const KEYS = ['x', 'y', 'z'];
+/** Node ids beyond the initial ones that membership changes may add (each id is used once). */
+const SPARE_NODES = 6;
+/** Voter counts the random membership changes stay within. */
+const VOTERS_MIN = 2;
+const VOTERS_MAX = 5;
+
+/**
+ * Whether every quorum of `a` intersects every quorum of `b` (a quorum of a joint configuration is
+ * a majority of both halves). Sufficient condition checked: some half of `a` and some half of `b`
+ * have intersecting majorities, which holds for every change Raft allows (a single-server change,
+ * C_old -> C_old,new, C_old,new -> C_new) and fails for a multi-voter change made directly.
+ */
+export function quorumsIntersect(a: ConfState, b: ConfState): boolean {
+  const halves = (c: ConfState): (readonly NodeId[])[] =>
+    c.votersOutgoing.length > 0 ? [c.voters, c.votersOutgoing] : [c.voters];
+  for (const x of halves(a)) for (const y of halves(b)) if (majoritiesIntersect(x, y)) return true;
+  return false;
+}
+
+/** Whether every majority of `x` intersects every majority of `y`. */
+function majoritiesIntersect(x: readonly NodeId[], y: readonly NodeId[]): boolean {
+  const shared = x.filter((id) => y.includes(id)).length;
+  // Disjoint majorities exist iff each side can fill its majority from its own ids plus its part of the shared ones.
+  const needX = Math.max(0, Math.floor(x.length / 2) + 1 - (x.length - shared));
+  const needY = Math.max(0, Math.floor(y.length / 2) + 1 - (y.length - shared));
+  return needX + needY > shared;
+}
+
+/** A membership procedure in progress, driven one step per fault step on whoever leads. */
+interface MembershipOperation {
+  readonly kind: 'add' | 'remove' | 'replace';
+  /** The node added (add, replace). */
+  readonly added: NodeId | null;
+  /** The voter removed (remove, replace). */
+  readonly removed: NodeId | null;
+  /** Whether `removed` was the leader when its removal was proposed. */
+  isLeaderRemoved: boolean;
+}
 
 /** A binary min-heap of events ordered by (time, sequence): ties run in scheduling order. */
 class EventQueue {
@@ -273,6 +326,10 @@ class SimNode {
   isDraining = false;
   /** Snapshots this leader sent and not yet acknowledged, by follower. */
   snapshotsOut = new Map<NodeId, number>();
+  /** Whether a membership change brought this node in (spare nodes wait outside until added). */
+  isActive = false;
+  /** Removed from the group by a committed change and shut down for good. */
+  isRetired = false;
 
   constructor(
     readonly id: NodeId,
@@ -318,7 +375,9 @@ class Simulation {
   /** `${node}@${term}` -> the candidate it granted its vote to. */
   private readonly votes = new Map<string, NodeId>();
   /** (index:term) -> the entry's predecessor term and payload, for log matching. */
-  private readonly entryRegistry = new Map<string, { prevTerm: number; data: Uint8Array }>();
+  private readonly entryRegistry = new Map<string, { prevTerm: number; data: Uint8Array; type: EntryType }>();
+  /** The configuration of the committed log prefix (to shut down removed members). */
+  private committedConf: ConfState;
   /** committed[i] = term of the entry committed at index i (index 0 unused). */
   private readonly committed: number[] = [0];
   /**
@@ -342,16 +401,29 @@ class Simulation {
   private readonly coreConfig: Omit<CoreConfig, 'id' | 'random'>;
   /** Entries kept after a compaction point; 0 when this seed does not compact. */
   private readonly logEntriesKeep: number;
+  private membership: MembershipOperation | null = null;
+  /** Next spare node to add. */
+  private spareNext: number;
 
   constructor(private readonly options: SimulationOptions) {
     this.rng = new SeededRandom(options.seed, 0);
     const count = options.nodeCount ?? 3;
-    for (let i = 0; i < count; i++) {
+    for (let i = 0; i < count + SPARE_NODES; i++) {
       const node = new SimNode(`n${i + 1}`, i);
+      node.isActive = i < count;
       this.nodes.push(node);
       this.byId.set(node.id, node);
     }
-    this.conf = { voters: this.nodes.map((n) => n.id), learners: [], votersOutgoing: [], learnersNext: [] };
+    this.spareNext = count;
+    // Every node (spares too) boots with the initial configuration, as `RaftNode` does for a joining
+    // node: it is no voter there, so it stays passive until the leader reaches it.
+    this.conf = {
+      voters: this.nodes.filter((n) => n.isActive).map((n) => n.id),
+      learners: [],
+      votersOutgoing: [],
+      learnersNext: [],
+    };
+    this.committedConf = this.conf;
     const r = this.rng;
     // Each seed draws its own fault mix, so across seeds every combination shows up.
     this.rates = {
@@ -363,6 +435,7 @@ class Simulation {
       stallRate: r.chance(0.6) ? 0.005 + r.nextFloat() * 0.03 : 0,
       fsyncFailureRate: r.chance(0.5) ? 0.005 + r.nextFloat() * 0.02 : 0,
       transferRate: r.chance(0.5) ? 0.005 + r.nextFloat() * 0.02 : 0,
+      membershipRate: r.chance(0.7) ? 0.01 + r.nextFloat() * 0.04 : 0,
       ...options.faults,
     };
     this.coreConfig = {
@@ -429,7 +502,7 @@ class Simulation {
   private simulate(): void {
     const safetyMs = this.options.safetyMs ?? 3_000;
     const livenessMs = (this.options.livenessTicksMax ?? 200) * TICK_MS;
-    for (const node of this.nodes) this.start(node);
+    for (const node of this.nodes) if (node.isActive) this.start(node);
     for (const client of this.clients) this.at(this.rng.between(0, 50), () => this.clientNext(client));
     for (let t = FAULT_STEP_MS; t < safetyMs; t += FAULT_STEP_MS) this.at(t, () => this.injectFaults());
     this.at(safetyMs, () => this.heal());
@@ -468,7 +541,7 @@ class Simulation {
       fn();
     }
     if (livenessDoneMs < 0) {
-      const roles = this.nodes.map((n) => {
+      const roles = this.activeNodes().map((n) => {
         const core = n.core;
         if (core === null) return `${n.id}:down`;
         let text = `${n.id}:${core.role}@${core.term} last=${core.log.lastIndex()} commit=${core.log.committed}`;
@@ -555,6 +628,16 @@ class Simulation {
     const isLosingWrites = node.queued.some(hasWrite) || (node.syncing !== null && node.syncing.some(hasWrite));
     if (isLosingWrites) this.tally['unsynced-writes-lost']++;
     this.log(`${node.id} CRASH (${reason})${isLosingWrites ? ', unsynced writes lost' : ''}`);
+    this.stop(node);
+  }
+
+  /** Stops a removed member for good (no restart is pending once its incarnation moved on). */
+  private shutDown(node: SimNode): void {
+    if (node.core === null) node.incarnation++;
+    else this.stop(node);
+  }
+
+  private stop(node: SimNode): void {
     node.core = null;
     node.incarnation++;
     node.queued = [];
@@ -822,7 +905,8 @@ class Simulation {
       const prevTerm = i === 0 ? core.log.term(e.index - 1) : rd.entries[i - 1].term;
       const key = `${e.index}:${e.term}`;
       const known = this.entryRegistry.get(key);
-      if (known === undefined) this.entryRegistry.set(key, { prevTerm, data: e.data });
+      if (e.type === EntryType.ConfChange) this.checkConfChange(node, e);
+      if (known === undefined) this.entryRegistry.set(key, { prevTerm, data: e.data, type: e.type });
       else if (known.prevTerm !== prevTerm || !sameBytes(known.data, e.data)) {
         // Log matching: an (index, term) pair identifies one entry and, inductively, the whole prefix.
         throw new SimulationViolation(
@@ -896,21 +980,131 @@ class Simulation {
           }
         } else {
           if (i !== this.committed.length) throw new SimulationViolation(`commit gap at ${i}`);
-          // A newly committed entry must be durable on a majority (the leader's ack promises it).
-          let durableCopies = 0;
-          for (const other of this.nodes) if (isHeld(other.durable, i, term)) durableCopies++;
+          // A newly committed entry must be durable on a majority of the leader's configuration
+          // (of both halves while joint): the acks it counted promise it.
+          const conf = core.conf();
           const isChecked = !(this.options.disabledChecks ?? []).includes('commit-durability');
-          if (isChecked && durableCopies < Math.floor(this.nodes.length / 2) + 1) {
-            throw new SimulationViolation(
-              `${node.id} commits ${i}@${term} but only ${durableCopies} node(s) hold it durably`,
-            );
+          for (const voters of conf.votersOutgoing.length > 0 ? [conf.voters, conf.votersOutgoing] : [conf.voters]) {
+            let durableCopies = 0;
+            for (const id of voters) if (isHeld(this.byId.get(id)!.durable, i, term)) durableCopies++;
+            if (isChecked && durableCopies < Math.floor(voters.length / 2) + 1) {
+              throw new SimulationViolation(
+                `${node.id} commits ${i}@${term} but only ${durableCopies} node(s) hold it durably (voters ${voters.join(',')})`,
+              );
+            }
           }
           this.committed.push(term);
           this.commitTerms.push(core.term);
+          const entry = this.entryRegistry.get(`${i}:${term}`);
+          if (entry?.type === EntryType.ConfChange) this.onConfCommitted(entry.data);
         }
       }
       node.commitSeen = commit;
     }
+  }
+
+  /**
+   * Every configuration change appended to any log must be one the core's rules allow, and keep
+   * the quorum overlap property: any quorum of the configuration before it intersects any quorum of
+   * the one after (a single-server change, or entering/leaving a joint configuration). Since a
+   * configuration takes effect when appended, this is what keeps two configurations from both
+   * forming a majority in one term.
+   */
+  private checkConfChange(node: SimNode, e: Entry): void {
+    const before = node.core!.confAt(e.index - 1);
+    const request = decodeConfChange(e.data);
+    if (request === null) throw new SimulationViolation(`${node.id} appends a malformed conf change at ${e.index}`);
+    const after = applyConfChange(before, request);
+    if (typeof after === 'string') {
+      throw new SimulationViolation(`${node.id} appends an invalid conf change at ${e.index}: ${after}`);
+    }
+    if (!quorumsIntersect(before, after)) {
+      throw new SimulationViolation(
+        `conf change at ${e.index}@${e.term} on ${node.id}: quorums of ${describeConf(before)} and ${describeConf(after)} may be disjoint`,
+      );
+    }
+  }
+
+  /** A conf change committed: members it removed for good are shut down (as an operator would). */
+  private onConfCommitted(data: Uint8Array): void {
+    const next = applyConfChange(this.committedConf, decodeConfChange(data)!);
+    if (typeof next === 'string') throw new SimulationViolation(`committed conf change is invalid: ${next}`);
+    this.committedConf = next;
+    this.log(`committed conf ${describeConf(next)}`);
+    const members = new Set([...next.voters, ...next.votersOutgoing, ...next.learners, ...next.learnersNext]);
+    for (const node of this.nodes) {
+      if (!node.isActive || node.isRetired || members.has(node.id)) continue;
+      node.isRetired = true;
+      // A little later, so that a removed leader can still pass on the commit before it goes.
+      this.at(this.nowMs + this.rng.between(20, 200), () => {
+        this.log(`${node.id} shut down (removed from the group)`);
+        this.shutDown(node);
+      });
+    }
+  }
+
+  /** Nodes that are part of the run now: initial or added, not shut down after removal. */
+  private activeNodes(): SimNode[] {
+    return this.nodes.filter((n) => n.isActive && !n.isRetired);
+  }
+
+  /** Starts, or drives one step of, a random membership change on the current leader. */
+  private stepMembership(leader: SimNode | undefined): void {
+    const r = this.rng;
+    if (this.membership === null) {
+      if (!r.chance(this.rates.membershipRate) || leader === undefined) return;
+      const conf = leader.core!.conf();
+      const voters = conf.voters;
+      const isSpareLeft = this.spareNext < this.nodes.length;
+      const kinds: MembershipOperation['kind'][] = [];
+      if (isSpareLeft && voters.length < VOTERS_MAX) kinds.push('add');
+      if (voters.length > VOTERS_MIN) kinds.push('remove');
+      if (isSpareLeft) kinds.push('replace');
+      if (kinds.length === 0 || conf.votersOutgoing.length > 0) return;
+      const kind = r.pick(kinds);
+      // The leader itself in a third of removals, to exercise a leader stepping down after its removal.
+      const removed = kind === 'add' ? null : r.chance(0.35) ? leader.id : r.pick(voters);
+      let added: NodeId | null = null;
+      if (kind !== 'remove') {
+        const node = this.nodes[this.spareNext++];
+        node.isActive = true;
+        this.start(node);
+        added = node.id;
+      }
+      this.membership = { kind, added, removed, isLeaderRemoved: false };
+      this.log(`membership: ${kind}${added === null ? '' : ` +${added}`}${removed === null ? '' : ` -${removed}`}`);
+    }
+    const op = this.membership;
+    if (leader === undefined) return;
+    const core = leader.core!;
+    const conf = core.conf();
+    // One change at a time: wait until the last one (and the leave of a joint configuration) committed.
+    if (core.lastConfIndex() > core.log.committed || conf.votersOutgoing.length > 0) return;
+    const isMember = (id: NodeId): boolean => conf.voters.includes(id) || conf.learners.includes(id);
+    let changes: ConfChangeItem[];
+    if (op.added !== null && !isMember(op.added)) changes = [{ type: 'add-learner', id: op.added }];
+    else if (op.added !== null && conf.learners.includes(op.added)) {
+      // Promote only a learner that caught up with the commit index (as `RaftNode` waits for).
+      const progress = core.progress.get(op.added);
+      if (progress === undefined || progress.match < core.log.committed) return;
+      changes = [{ type: 'add-voter', id: op.added }];
+      if (this.options.isJointReplaceEnabled === true && op.removed !== null && conf.voters.includes(op.removed)) {
+        changes.push({ type: 'remove', id: op.removed });
+      }
+    } else if (op.removed !== null && isMember(op.removed)) changes = [{ type: 'remove', id: op.removed }];
+    else {
+      this.tally[op.kind === 'add' ? 'member-added' : op.kind === 'remove' ? 'member-removed' : 'member-replaced']++;
+      if (op.isLeaderRemoved) this.tally['leader-removed']++;
+      this.log(`membership: ${op.kind} done, conf ${describeConf(conf)}`);
+      this.membership = null;
+      return;
+    }
+    const result = core.proposeConfChange({ changes });
+    const text = changes.map((c) => `${c.type} ${c.id}`).join(', ');
+    if (result.code !== null) this.tally['conf-change-refused']++;
+    else if (changes.some((c) => c.type === 'remove' && c.id === leader.id)) op.isLeaderRemoved = true;
+    this.log(`${leader.id} proposes ${text}: ${result.code ?? `accepted at ${result.index}`}`);
+    this.afterInput(leader);
   }
 
   // ─── Network ─────────────────────────────────────────────────────────────────────────────────
@@ -955,16 +1149,17 @@ class Simulation {
   private injectFaults(): void {
     const r = this.rng;
     const rates = this.rates;
+    const nodes = this.activeNodes();
     if (r.chance(rates.partitionRate)) this.partition();
     if (r.chance(rates.crashRate)) {
-      const node = r.pick(this.nodes);
+      const node = r.pick(nodes);
       if (node.core !== null) {
         this.crash(node, 'injected');
         this.restartLater(node, r.between(20, 400));
       }
     }
     if (r.chance(rates.stallRate)) {
-      const node = r.pick(this.nodes);
+      const node = r.pick(nodes);
       if (node.core !== null) {
         this.tally['disk-stalled']++;
         node.stalledUntilMs = this.nowMs + r.between(10, 300);
@@ -972,27 +1167,28 @@ class Simulation {
       }
     }
     if (r.chance(rates.fsyncFailureRate)) {
-      const node = r.pick(this.nodes);
+      const node = r.pick(nodes);
       if (node.core !== null) {
         node.isSyncFailing = true;
         this.log(`${node.id} next fsync will fail`);
       }
     }
     if (r.chance(rates.transferRate)) {
-      const leader = this.nodes.find((n) => n.core !== null && n.core.role === 'leader');
+      const leader = nodes.find((n) => n.core !== null && n.core.role === 'leader');
       if (leader !== undefined) {
-        const to = r.pick(this.nodes.filter((n) => n !== leader)).id;
+        const to = r.pick(nodes.filter((n) => n !== leader)).id;
         const result = leader.core!.transferLeadership(to);
         if (result.code === null) this.tally['leadership-transfer']++;
         this.log(`${leader.id} transfer leadership to ${to}: ${result.code ?? 'accepted'}`);
         this.afterInput(leader);
       }
     }
+    this.stepMembership(nodes.find((n) => n.core !== null && n.core.role === 'leader'));
   }
 
   private partition(): void {
     const r = this.rng;
-    const ids = this.nodes.map((n) => n.id);
+    const ids = this.activeNodes().map((n) => n.id);
     const isolated = r.pick(ids);
     const durationMs = r.between(50, 600);
     const links: string[] = [];
@@ -1017,7 +1213,9 @@ class Simulation {
     this.isHealed = true;
     this.cut.clear();
     this.log('HEAL: partitions removed, no more drops, stalls or fsync failures; down nodes restart');
-    for (const node of this.nodes) {
+    // A membership change still under way is abandoned (a learner may stay a learner).
+    this.membership = null;
+    for (const node of this.activeNodes()) {
       node.stalledUntilMs = 0;
       node.isSyncFailing = false;
       if (node.core === null) {
@@ -1040,7 +1238,7 @@ class Simulation {
     const isReadIndex = kind === 3;
     const operation: ClientOperation = { client: client.id, command, call: this.nowMs, isDone: false };
     client.current = operation;
-    const target = client.guess !== null && r.chance(0.9) ? this.byId.get(client.guess)! : r.pick(this.nodes);
+    const target = client.guess !== null && r.chance(0.9) ? this.byId.get(client.guess)! : r.pick(this.activeNodes());
     // The request reaches the node after a network latency (clients are outside the partitions).
     this.at(this.nowMs + r.between(LATENCY_MS_MIN, LATENCY_MS_MAX), () => {
       if (operation.isDone) return;
@@ -1157,6 +1355,13 @@ function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
   if (a.length !== b.length) return false;
   for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
   return true;
+}
+
+function describeConf(c: ConfState): string {
+  const parts = [`voters=${c.voters.join(',')}`];
+  if (c.votersOutgoing.length > 0) parts.push(`outgoing=${c.votersOutgoing.join(',')}`);
+  if (c.learners.length > 0) parts.push(`learners=${c.learners.join(',')}`);
+  return `{${parts.join(' ')}}`;
 }
 
 function describeCommand(c: KvCommand): string {

@@ -39,7 +39,8 @@ test('with the durability check off, the downstream invariants still catch ackno
   let caught = 0;
   // Frequent crashes during long disk stalls widen the window between the early ack and the sync.
   const faults = { crashRate: 0.1, stallRate: 0.3, fsyncFailureRate: 0, dropRate: 0.02 };
-  for (let seed = 1; seed <= 30; seed++) {
+  // 60 seeds (10 caught when measured, with membership changes in the mix; 30 seeds caught 2).
+  for (let seed = 1; seed <= 60; seed++) {
     const result = runSimulation({
       seed,
       driverBug: 'ack-before-fsync',
@@ -51,7 +52,7 @@ test('with the durability check off, the downstream invariants still catch ackno
     kinds.add(result.violation.replace(/n\d|\d+/g, '#').slice(0, 30));
   }
   t.log([...kinds]);
-  t.true(caught >= 3, `caught in ${caught} of 30 seeds`);
+  t.true(caught >= 5, `caught in ${caught} of 60 seeds`);
 });
 
 test('serving reads from local state without ReadIndex is caught by the linearizability checker', (t) => {

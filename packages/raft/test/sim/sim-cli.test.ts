@@ -1,6 +1,7 @@
 // Proves the `npm run sim` CLI's contract by spawning it: it prints the tally of every fault kind
-// and ends with `N seeds, V violations` (exit 0 when clean); with a driver broken on purpose it
-// prints each failing seed with the exact command that replays it, and exits 1.
+// and a membership/snapshot summary, and ends with `N seeds, V violations` (exit 0 when clean);
+// with a driver broken on purpose it prints each failing seed with the exact command (flags
+// included) that replays it, and exits 1.
 import test from 'ava';
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';
@@ -18,6 +19,10 @@ test('a clean run prints the tally and ends with the summary line', (t) => {
   const result = run(['--seeds', '3', '--seed-start', '10']);
   t.is(result.status, 0, result.stdout + result.stderr);
   for (const kind of FAULT_KINDS) t.regex(result.stdout, new RegExp(`^  ${kind} +\\d+$`, 'm'));
+  t.regex(
+    result.stdout,
+    /^membership: \d+ added, \d+ removed, \d+ replaced \(\d+ removing the leader\), \d+ proposals refused; snapshots: \d+ installed of \d+ sent$/m,
+  );
   const lines = result.stdout.trimEnd().split('\n');
   t.is(lines[lines.length - 1], '3 seeds, 0 violations');
 });
@@ -26,7 +31,7 @@ test('a failing seed prints its replay command and the run exits 1', (t) => {
   const result = run(['--seeds', '2', '--seed-start', '1', '--driver-bug', 'ack-before-fsync']);
   t.is(result.status, 1);
   t.regex(result.stdout, /^seed 1 FAILED: /m);
-  t.regex(result.stdout, /replay: npm run sim -- --seeds 1 --seed-start 1 --trace/);
+  t.regex(result.stdout, /replay: npm run sim -- --seeds 1 --seed-start 1 --driver-bug ack-before-fsync --trace/);
   t.regex(result.stdout, /\n2 seeds, 2 violations\n$/);
 });
 
