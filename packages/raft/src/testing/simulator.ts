@@ -95,9 +95,9 @@ export interface SimulationOptions {
   readonly driverBug?: 'ack-before-fsync' | 'stale-reads' | 'empty-snapshot';
   /**
    * Checks to leave out, so a test can show the remaining ones catch a bug on their own
-   * (`commit-durability` catches an early ack first, before its consequences show).
+   * (`election-quorum` and `commit-durability` catch an early ack first, before its consequences show).
    */
-  readonly disabledChecks?: readonly 'commit-durability'[];
+  readonly disabledChecks?: readonly ('commit-durability' | 'election-quorum')[];
   /**
    * Log compaction: a node compacts once it holds more than twice this many applied entries,
    * keeping this many (0: never). Drawn from the seed when unset. Compaction makes lagging
@@ -948,6 +948,7 @@ class Simulation {
         this.leaders.set(core.term, node.id);
         this.elections++;
         this.log(`${node.id} LEADER term=${core.term} last=${core.log.lastIndex()}`);
+        this.checkElectionQuorum(node);
         // Leader completeness (Raft §5.4): the leader of term T holds every entry committed in a
         // term below T. (A stale leader of a lower term may exist after a later commit: it is
         // harmless, no node of the higher term accepts its messages.)
@@ -1022,6 +1023,27 @@ class Simulation {
       throw new SimulationViolation(
         `conf change at ${e.index}@${e.term} on ${node.id}: quorums of ${describeConf(before)} and ${describeConf(after)} may be disjoint`,
       );
+    }
+  }
+
+  /**
+   * A new leader holds durable votes of a quorum of its own configuration (a majority of each half
+   * while joint). With the overlap check on every configuration change, this is what makes two
+   * configurations unable to both elect a leader in one term: two winning quorums would need a node
+   * that voted twice in the term, which the one-vote check forbids.
+   */
+  private checkElectionQuorum(node: SimNode): void {
+    if ((this.options.disabledChecks ?? []).includes('election-quorum')) return;
+    const core = node.core!;
+    const conf = core.conf();
+    for (const voters of conf.votersOutgoing.length > 0 ? [conf.voters, conf.votersOutgoing] : [conf.voters]) {
+      // The candidate's own vote counts even before it is durable: it could not lead after losing it.
+      const granted = voters.filter((id) => id === node.id || this.votes.get(`${id}@${core.term}`) === node.id);
+      if (granted.length < Math.floor(voters.length / 2) + 1) {
+        throw new SimulationViolation(
+          `${node.id} leads term ${core.term} with durable votes of ${granted.join(',') || 'nobody'} only, not a majority of ${describeConf(conf)}`,
+        );
+      }
     }
   }
 

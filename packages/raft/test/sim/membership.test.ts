@@ -1,6 +1,8 @@
 // Proves the simulator's membership-change coverage and its quorum-overlap check: the check
 // accepts exactly the transitions Raft allows (single-server changes, entering and leaving a joint
-// configuration) and rejects direct multi-voter changes whose majorities can be disjoint; seeds
+// configuration) and rejects direct multi-voter changes whose majorities can be disjoint; a leader
+// elected without durable votes of a quorum of its configuration is caught (vote grants sent
+// before fsync, with the commit-durability check off so that this check is the one to fire); seeds
 // with membership changes on add, remove and replace members (removing the leader too) and pass
 // every invariant, while seeds with the rate at 0 change nothing; and the core bug the joint
 // replacement found is kept as a known-failing regression test (it passes once the core is fixed).
@@ -27,6 +29,20 @@ test('quorum overlap: single-server changes and joint enter/leave pass, direct m
     quorumsIntersect(abc, conf(['a', 'd', 'e'], ['a', 'b', 'e'])),
     'joint that does not hold the old configuration',
   );
+});
+
+test('a leader elected on votes granted before fsync is caught by the election-quorum check', (t) => {
+  let caught = 0;
+  for (let seed = 1; seed <= 20; seed++) {
+    const result = runSimulation({ seed, driverBug: 'ack-before-fsync', disabledChecks: ['commit-durability'] });
+    if (
+      result.violation !== null &&
+      /leads term \d+ with durable votes of .* only, not a majority/.test(result.violation)
+    ) {
+      caught++;
+    }
+  }
+  t.true(caught >= 10, `caught in ${caught} of 20 seeds`);
 });
 
 function sum(seeds: number[], options: Omit<SimulationOptions, 'seed'>): { tally: FaultTally; violations: string[] } {
