@@ -127,7 +127,9 @@ export interface Storage {
   load(): Promise<PersistedState>;
   /**
    * Durably appends `entries` (contiguous, ascending) and saves `hardState` (if not null) in one
-   * synced write. If `entries[0].index` is at or below the last stored index, the stored suffix
+   * synced write. An implementation may skip the fsync when `entries` is empty and only
+   * `hardState.commit` changed (the commit index need not be durable; see `HardState.commit`), as
+   * long as a later synced write makes it durable in order. If `entries[0].index` is at or below the last stored index, the stored suffix
    * from that index on is replaced (a follower truncating a conflicting suffix).
    */
   append(entries: readonly Entry[], hardState: HardState | null): Promise<void>;

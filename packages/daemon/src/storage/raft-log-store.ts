@@ -12,8 +12,10 @@
  * | `L` `c`                      | highest compacted index (u64 BE)              |
  *
  * Every `append` is written as ONE LevelDB batch with `sync: true` that holds the new entries, the
- * deletion of a replaced (conflicting) suffix and the hard state. Appends that arrive while a sync
- * is in flight are group-committed: they wait, then all go into the next synced batch together.
+ * deletion of a replaced (conflicting) suffix and the hard state — except an append that only moves
+ * the commit index, which is written without its own fsync (see `PendingAppend.isSyncNeeded`).
+ * Appends that arrive while a sync is in flight are group-committed: they wait, then all go into
+ * the next batch together (synced if any of them needs it).
  */
 import assert from 'node:assert/strict';
 import { Packr } from 'msgpackr';
@@ -96,6 +98,13 @@ interface PendingAppend {
   readonly operations: BatchOperation[];
   readonly entryCount: number;
   readonly bytes: number;
+  /**
+   * False for a hard state that only moved the commit index: Raft does not need the commit index
+   * durable (a restarted node relearns it from the leader, and the applied index is kept by the
+   * state machine), so such a write is not fsynced on its own; it becomes durable with the next
+   * synced batch, since LevelDB writes one ordered log. etcd's MustSync draws the same line.
+   */
+  readonly isSyncNeeded: boolean;
   resolve(): void;
   reject(error: Error): void;
 }
@@ -140,6 +149,9 @@ export class RaftLogStore implements Storage {
   private isLoaded = false;
   /** The index of the last stored entry (or of the snapshot when the log is empty), as of the queued writes. */
   private lastIndex = 0;
+  /** Term and vote of the last hard state queued: a change of either must be fsynced. */
+  private lastTerm = 0;
+  private lastVote: string | null = null;
   private snapshotIndex = 0;
   /** The highest index dropped by `compact` (the log may start after the snapshot's index). */
   private compactedIndex = 0;
@@ -166,6 +178,8 @@ export class RaftLogStore implements Storage {
         KEY_COMPACTED,
       ]);
       if (hardStateBytes !== undefined) hardState = decodeHardState(hardStateBytes);
+      this.lastTerm = hardState.term;
+      this.lastVote = hardState.vote;
       if (snapshotBytes !== undefined) snapshot = decodeSnapshotMeta(snapshotBytes);
       this.snapshotIndex = snapshot?.index ?? 0;
       this.compactedIndex = compactedBytes?.length === 8 ? readUint64BE(compactedBytes, 0) : 0;
@@ -232,7 +246,13 @@ export class RaftLogStore implements Storage {
       }
       this.lastIndex = newLastIndex;
     }
+    // Entries (and the deletion of a replaced suffix) and a new term or vote must be durable before
+    // the messages that depend on them are sent; a commit-only change need not be.
+    let isSyncNeeded = entries.length > 0;
     if (hardState !== null) {
+      if (hardState.term !== this.lastTerm || hardState.vote !== this.lastVote) isSyncNeeded = true;
+      this.lastTerm = hardState.term;
+      this.lastVote = hardState.vote;
       const value = packr.pack({ term: hardState.term, vote: hardState.vote, commit: hardState.commit });
       bytes += value.length;
       operations.push({ type: 'put', key: KEY_HARD_STATE, value });
@@ -243,6 +263,7 @@ export class RaftLogStore implements Storage {
         operations,
         entryCount: entries.length,
         bytes,
+        isSyncNeeded,
         resolve,
         reject,
       });
@@ -342,15 +363,16 @@ export class RaftLogStore implements Storage {
         }
         const operations = group.length === 1 ? group[0].operations : group.flatMap((item) => item.operations);
         const startedMs = performance.now();
+        const isSynced = group.some((item) => item.isSyncNeeded);
         try {
-          if (operations.length > 0) await this.db.batch(operations, { sync: true });
+          if (operations.length > 0) await this.db.batch(operations, { sync: isSynced });
         } catch (error) {
           this.fail(wrapLevelError(error, 'appending to the Raft log'));
           for (const item of group) item.reject(this.failure!);
           this.settleSyncWaiters();
           continue;
         }
-        this.observer?.onSync?.(performance.now() - startedMs, entries, bytes);
+        if (isSynced) this.observer?.onSync?.(performance.now() - startedMs, entries, bytes);
         for (const item of group) item.resolve();
         this.appendsSynced = group[group.length - 1].sequence;
         this.settleSyncWaiters();

@@ -51,7 +51,7 @@ function spyOnBatches(db: Database): { sync: boolean | undefined; size: number }
   return calls;
 }
 
-test('every append is one batch written with sync: true', async (t) => {
+test('every append is one batch, written with sync: true unless only the commit index moved', async (t) => {
   const directory = await tempDir();
   const db = await openDatabase(directory);
   const calls = spyOnBatches(db);
@@ -60,10 +60,15 @@ test('every append is one batch written with sync: true', async (t) => {
   await store.append([entry(1, 1), entry(2, 1)], { term: 1, vote: 'geneva', commit: 0 });
   await store.append([entry(2, 2)], { term: 2, vote: null, commit: 1 }); // replaces a suffix
   await store.append([], { term: 3, vote: 'gland', commit: 2 });
+  // Only the commit index moved: Raft does not need it durable, so no fsync of its own.
+  await store.append([], { term: 3, vote: 'gland', commit: 3 });
+  await store.append([entry(3, 3)], { term: 3, vote: 'gland', commit: 3 });
   t.deepEqual(calls, [
     { sync: true, size: 3 },
     { sync: true, size: 2 },
     { sync: true, size: 1 },
+    { sync: false, size: 1 },
+    { sync: true, size: 2 },
   ]);
   await store.close();
   await rm(directory, { recursive: true, force: true });
