@@ -415,6 +415,11 @@ export class RaftCore {
         this.send(MessageType.AppResp, m.from, 0, 0, NO_ENTRIES, 0, false, 0, 0, false);
       } else if (m.type === MessageType.PreVote) {
         this.send(MessageType.PreVoteResp, m.from, 0, 0, NO_ENTRIES, 0, true, 0, 0, false);
+      } else if (m.type === MessageType.Vote) {
+        // Raft §5.1: answer a stale candidate with our term so it updates its own. Dropping the
+        // request silently could deadlock elections: a voter whose term rose through failed
+        // elections (e.g. with an older configuration) would ignore every candidate (sim seed 4589).
+        this.send(MessageType.VoteResp, m.from, 0, 0, NO_ENTRIES, 0, true, 0, 0, false);
       }
       return;
     }
@@ -1064,6 +1069,9 @@ export class RaftCore {
     }
     if (this.maybeCommit()) this.bcastAppend();
     else if (wasPaused) this.sendAppend(m.from, true);
+    // The commit may have applied a configuration change that removed the sender (leaving a joint
+    // configuration) or this leader itself (sim seed 22 with --joint-replace): stop here then.
+    if (this.role !== 'leader' || this.progress.get(m.from) !== pr) return;
     // Fill the pipeline with whatever else is waiting (bounded by the inflight window).
     while (this.sendAppend(m.from, false)) {
       /* keep sending */
@@ -1213,7 +1221,9 @@ export class RaftCore {
    * sends when there are entries to carry. Returns whether a message was sent.
    */
   private sendAppend(to: NodeId, sendIfEmpty: boolean): boolean {
-    const pr = this.progress.get(to)!;
+    // A member removed by a configuration change that just committed has no progress any more.
+    const pr = this.progress.get(to);
+    if (pr === undefined) return false;
     if (pr.isPaused()) return false;
     const log = this.log;
     const prevIndex = pr.next - 1;

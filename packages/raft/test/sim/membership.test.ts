@@ -75,21 +75,20 @@ test('with the membership rate at 0 the simulator changes no membership', (t) =>
   t.is(tally['member-added'] + tally['member-removed'] + tally['member-replaced'] + tally['leader-removed'], 0);
 });
 
-// Core bug (found by seed 22 with joint replacement): when an append response of the voter being
-// removed commits C_old,new, `maybeCommit` makes the leader leave the joint configuration, which
-// drops that voter's Progress; `handleAppendResponse` then calls `sendAppend` for it and reads
-// `isPaused` of undefined. Fails until the core is fixed; then AVA reports it and it must become a
-// plain test (and `isJointReplaceEnabled` the default).
-test.failing('replacing members through a joint configuration passes every check (seed 22)', (t) => {
+// Regression (seed 22 with joint replacement): when an append response of the voter being removed
+// commits C_old,new, `maybeCommit` makes the leader leave the joint configuration, which drops that
+// voter's Progress; `handleAppendResponse` then called `sendAppend` for it and read `isPaused` of
+// undefined, crashing the leader.
+test('replacing members through a joint configuration passes every check (seed 22)', (t) => {
   const result = runSimulation({ seed: 22, isJointReplaceEnabled: true });
   t.is(result.violation, null);
 });
 
-// Core liveness bug (seed 4589, docs/simulator.md "Known findings"): a voter lagging with an older
-// configuration, in which the candidate is no voter, reaches a higher term through failed elections
-// and silently drops the candidate's lower-term MsgVote, so neither can ever win. Fails until the
-// core answers a lower-term MsgVote with its term.
-test.failing('a candidate unknown to a stale higher-term voter is still elected after healing (seed 4589)', (t) => {
+// Regression (seed 4589): a voter lagging with an older configuration, in which the candidate is no
+// voter, reaches a higher term through failed elections; it silently dropped the candidate's
+// lower-term MsgVote, so neither could ever win. The core now answers a lower-term MsgVote with a
+// rejection carrying its term (Raft §5.1).
+test('a candidate unknown to a stale higher-term voter is still elected after healing (seed 4589)', (t) => {
   const result = runSimulation({ seed: 4589 });
   t.is(result.violation, null);
 });
