@@ -25,6 +25,7 @@ interface CliOptions {
   trace: boolean;
   quiet: boolean;
   jointReplace: boolean;
+  membership: boolean;
   driverBug?: DriverBug;
 }
 
@@ -36,6 +37,7 @@ const program = new Command()
   .option('--trace', 'print the event trace of each failing seed', false)
   .option('--quiet', 'no progress output', false)
   .option('--joint-replace', 'replace members through a joint configuration (add-voter + remove in one change)', false)
+  .option('--no-membership', 'leave membership changes out of the fault mix (the fault mix of issue 2)')
   .addOption(
     new Option('--driver-bug <bug>', 'break the simulated driver on purpose (to see the checkers fire)').choices([
       'ack-before-fsync',
@@ -45,11 +47,15 @@ const program = new Command()
   )
   .action((options: CliOptions) => {
     const startedMs = performance.now();
-    const flags = `${options.jointReplace ? ' --joint-replace' : ''}${options.driverBug === undefined ? '' : ` --driver-bug ${options.driverBug}`}`;
+    const flags = `${options.jointReplace ? ' --joint-replace' : ''}${options.membership ? '' : ' --no-membership'}${options.driverBug === undefined ? '' : ` --driver-bug ${options.driverBug}`}`;
     const summary = runSeeds({
       seedStart: options.seedStart,
       seeds: options.seeds,
-      simulation: { driverBug: options.driverBug, isJointReplaceEnabled: options.jointReplace },
+      simulation: {
+        driverBug: options.driverBug,
+        isJointReplaceEnabled: options.jointReplace,
+        ...(options.membership ? {} : { faults: { membershipRate: 0 } }),
+      },
       onFailure: (failure) => {
         process.stdout.write(`seed ${failure.seed} FAILED: ${failure.violation}\n`);
         process.stdout.write(`  replay: npm run sim -- --seeds 1 --seed-start ${failure.seed}${flags} --trace\n`);

@@ -27,6 +27,17 @@ test('a clean run prints the tally and ends with the summary line', (t) => {
   t.is(lines[lines.length - 1], '3 seeds, 0 violations');
 });
 
+test('--no-membership leaves membership changes out of the fault mix (the fault mix of issue 2)', (t) => {
+  const withChanges = run(['--seeds', '20', '--seed-start', '1']);
+  t.notRegex(withChanges.stdout, /^membership: 0 added, 0 removed, 0 replaced/m);
+  const without = run(['--seeds', '20', '--seed-start', '1', '--no-membership']);
+  t.is(without.status, 0, without.stdout + without.stderr);
+  t.regex(
+    without.stdout,
+    /^membership: 0 added, 0 removed, 0 replaced \(0 removing the leader\), 0 proposals refused;/m,
+  );
+});
+
 test('a failing seed prints its replay command and the run exits 1', (t) => {
   const result = run(['--seeds', '2', '--seed-start', '1', '--driver-bug', 'ack-before-fsync']);
   t.is(result.status, 1);
