@@ -37,7 +37,19 @@ export async function startAgent(
   const proc = startProcess(
     'rdl-agent',
     process.execPath,
-    [agentMainPath, 'nbd', '--endpoints', endpoints.join(','), '--listen', `127.0.0.1:${port}`, '--log-level', 'warn'],
+    [
+      // RDL_BENCH_AGENT_NODE_ARGS: extra node flags for the agent (e.g. --cpu-prof), as
+      // RDL_BENCH_NODE_ARGS does for the daemons.
+      ...(process.env.RDL_BENCH_AGENT_NODE_ARGS ?? '').split(' ').filter((s) => s !== ''),
+      agentMainPath,
+      'nbd',
+      '--endpoints',
+      endpoints.join(','),
+      '--listen',
+      `127.0.0.1:${port}`,
+      '--log-level',
+      'warn',
+    ],
     join(workDir, 'rdl-agent.log'),
   );
   const stop = (): Promise<void> => stopProcess(proc, 10_000);
