@@ -1082,14 +1082,22 @@ export class RaftCore {
   private handleHeartbeatResponse(m: Message, pr: Progress): void {
     pr.isRecentActive = true;
     pr.isProbeSent = false;
-    if (pr.state === ProgressState.Snapshot && m.index + 1 >= this.log.firstIndex() && m.index >= pr.match) {
-      // The follower's committed, durable prefix reaches our log start (it installed a snapshot,
-      // its append response may have been lost): committed entries are identical everywhere, so
-      // that prefix is a safe match, and appends can take over.
-      pr.maybeUpdate(m.index);
-      pr.pendingSnapshot = 0;
-      pr.becomeProbe();
-      pr.becomeReplicate();
+    if (pr.state === ProgressState.Snapshot && m.index >= pr.match) {
+      // The reply carries the follower's committed, durable prefix; committed entries are identical
+      // everywhere, so that prefix is a safe match. It tells us the follower installed the snapshot
+      // even when its append response was lost (and the driver need not report a success).
+      if (m.index + 1 >= this.log.firstIndex()) {
+        // It reaches our log start: appends can take over.
+        pr.maybeUpdate(m.index);
+        pr.pendingSnapshot = 0;
+        pr.becomeProbe();
+        pr.becomeReplicate();
+      } else if (pr.pendingSnapshot > 0 && m.index >= pr.pendingSnapshot) {
+        // The snapshot arrived, but we compacted past it meanwhile (sim seed 9030): probe from
+        // there, which sends a newer snapshot. Waiting in Snapshot state would wait forever.
+        pr.maybeUpdate(m.index);
+        pr.becomeProbe();
+      }
     }
     if (pr.state === ProgressState.Replicate && pr.inflights.isFull()) pr.inflights.freeFirstOne();
     if (pr.match < this.log.lastIndex()) this.sendAppend(m.from, true);
