@@ -176,12 +176,15 @@ interface Pending {
   isSettled: boolean;
   /** Another proposal that got the same index in another term (see `track`). */
   next: Pending | null;
+  /** Removes the abort listener, if the caller passed a signal (see `onAbort`). */
+  removeAbortListener: (() => void) | null;
 }
 
 interface Waiter {
   resolve: () => void;
   reject: (error: RaftError) => void;
   isSettled: boolean;
+  removeAbortListener: (() => void) | null;
 }
 
 /** A write to Storage other than an append, run in order with the appends. */
@@ -478,7 +481,7 @@ export class RaftNode {
     const signal = options?.signal;
     if (signal?.aborted) return Promise.reject(new RaftError(RaftErrorCode.Aborted, 'proposal aborted'));
     return new Promise<unknown>((resolve, reject) => {
-      const pending: Pending = { term: 0, resolve, reject, isSettled: false, next: null };
+      const pending: Pending = { term: 0, resolve, reject, isSettled: false, next: null, removeAbortListener: null };
       if (signal !== undefined) this.onAbort(signal, pending, 'proposal aborted; it may or may not be applied');
       this.proposalData.push(data);
       this.proposalPendings.push(pending);
@@ -499,7 +502,7 @@ export class RaftNode {
     const signal = options?.signal;
     if (signal?.aborted) return Promise.reject(new RaftError(RaftErrorCode.Aborted, 'read aborted'));
     return new Promise<void>((resolve, reject) => {
-      const waiter: Waiter = { resolve, reject, isSettled: false };
+      const waiter: Waiter = { resolve, reject, isSettled: false, removeAbortListener: null };
       if (signal !== undefined) this.onAbort(signal, waiter, 'read aborted');
       this.readWaiters.push(waiter);
       this.schedule();
@@ -517,7 +520,7 @@ export class RaftNode {
     const result = this.core.transferLeadership(to);
     if (result.code !== null) return Promise.reject(this.coded(result.code, `cannot transfer leadership to ${to}`));
     return new Promise<void>((resolve, reject) => {
-      const waiter: Waiter = { resolve, reject, isSettled: false };
+      const waiter: Waiter = { resolve, reject, isSettled: false, removeAbortListener: null };
       if (options?.signal !== undefined) this.onAbort(options.signal, waiter, 'transfer aborted');
       if (this.transfer !== null) this.settle(this.transfer.waiter, this.coded('RAFT_TRANSFER_FAILED', 'superseded'));
       this.transfer = { to, waiter, startTick: this.tickCount };
@@ -548,6 +551,7 @@ export class RaftNode {
         reject,
         isSettled: false,
         next: null,
+        removeAbortListener: null,
       };
       if (options?.signal !== undefined) this.onAbort(options.signal, pending, 'membership change aborted');
       this.track(result.index, result.term, pending);
@@ -617,7 +621,7 @@ export class RaftNode {
   private waitFor(check: () => boolean, onTimeout: () => RaftError, options?: { signal?: AbortSignal }): Promise<void> {
     if (this.isStopped) return Promise.reject(new RaftError(RaftErrorCode.Stopped, 'the Raft node stopped'));
     return new Promise<void>((resolve, reject) => {
-      const waiter: Waiter = { resolve, reject, isSettled: false };
+      const waiter: Waiter = { resolve, reject, isSettled: false, removeAbortListener: null };
       if (options?.signal !== undefined) this.onAbort(options.signal, waiter, 'aborted');
       this.conditions.push({
         check,
@@ -1002,6 +1006,10 @@ export class RaftNode {
         if (p.term === e.term) {
           if (!p.isSettled) {
             p.isSettled = true;
+            if (p.removeAbortListener !== null) {
+              p.removeAbortListener();
+              p.removeAbortListener = null;
+            }
             p.resolve(results[i]);
           }
         } else {
@@ -1335,10 +1343,7 @@ export class RaftNode {
     let n = 0;
     for (; n < this.readsReady.length && this.readsReady[n].index <= this.appliedIndex; n++) {
       for (const w of this.readsReady[n].waiters) {
-        if (!w.isSettled) {
-          w.isSettled = true;
-          w.resolve();
-        }
+        if (!w.isSettled) this.settle(w, null);
       }
     }
     if (n > 0) this.readsReady.splice(0, n);
@@ -1412,14 +1417,23 @@ export class RaftNode {
   private settle(w: Waiter | Pending, error: RaftError | null): void {
     if (w.isSettled) return;
     w.isSettled = true;
+    if (w.removeAbortListener !== null) {
+      w.removeAbortListener();
+      w.removeAbortListener = null;
+    }
     if (error === null) (w as Waiter).resolve();
     else w.reject(error);
   }
 
+  /**
+   * Settles `w` with RAFT_ABORTED when `signal` aborts. The listener is removed when `w` settles
+   * otherwise: callers may pass one long-lived signal (a stream's) to many calls, which must not
+   * accumulate a listener per call.
+   */
   private onAbort(signal: AbortSignal, w: Waiter | Pending, message: string): void {
-    signal.addEventListener('abort', () => this.settle(w, new RaftError(RaftErrorCode.Aborted, message)), {
-      once: true,
-    });
+    const listener = (): void => this.settle(w, new RaftError(RaftErrorCode.Aborted, message));
+    signal.addEventListener('abort', listener, { once: true });
+    w.removeAbortListener = () => signal.removeEventListener('abort', listener);
   }
 
   /**

@@ -1,7 +1,9 @@
 // Proves the RaftNode driver end to end on fakes (a manual clock, an in-memory hub transport, an
 // in-memory storage that can stall writes, a state machine that echoes): election from ticks,
 // propose() resolving with the proposer's apply result, fail-fast RAFT_NOT_LEADER with a leader
-// hint, readIndex, leadership transfer, group commit of appends, and RAFT_STOPPED on stop.
+// hint, readIndex, leadership transfer, group commit of appends, RAFT_STOPPED on stop, and abort
+// listeners removed once a call settles (no leak with one long-lived signal).
+import { getEventListeners, setMaxListeners } from 'node:events';
 import test from 'ava';
 import { MessageType, RaftNode } from '../../src/index.js';
 import type { RaftConfig } from '../../src/index.js';
@@ -270,6 +272,37 @@ test('back-pressure: with the state machine stalled, proposals past applyBacklog
   }
   t.is((refused as { code?: string } | null)?.code, 'RAFT_UNCOMMITTED_LIMIT');
   t.true(accepted.length <= 9, `${accepted.length} proposals before the refusal`);
+  release();
+  for (const n of c.nodes.values()) await n.node.stop();
+});
+
+test('one long-lived AbortSignal passed to many calls keeps no listener once they settled', async (t) => {
+  // A caller (a client stream) may pass the same signal to every propose/readIndex; each call's
+  // abort listener must go when the call settles, or they pile up until the signal aborts.
+  const c = await cluster();
+  await c.until(() => c.leader() !== undefined);
+  const leader = c.nodes.get(c.leader()!)!;
+  const controller = new AbortController();
+  const signal = controller.signal;
+  setMaxListeners(20_000, signal); // 10,000 calls do wait at once here, legitimately
+  const proposals = Array.from({ length: 10_000 }, (_, i) =>
+    leader.node.propose(new Uint8Array([i & 0xff]), { signal }),
+  );
+  t.true(getEventListeners(signal, 'abort').length > 0, 'listeners are registered while the calls wait');
+  await Promise.all(proposals);
+  await Promise.all(Array.from({ length: 100 }, () => leader.node.readIndex({ signal })));
+  t.is(getEventListeners(signal, 'abort').length, 0);
+  // Aborting still works for a call in flight, and its listener is gone afterwards too.
+  let release!: () => void;
+  leader.storage.stall = new Promise<void>((resolve) => {
+    release = resolve;
+  });
+  const stuck = leader.node.propose(new Uint8Array([1]), { signal });
+  controller.abort();
+  const error = await t.throwsAsync(stuck);
+  t.is((error as { code?: string }).code, 'RAFT_ABORTED');
+  t.is(getEventListeners(signal, 'abort').length, 0);
+  leader.storage.stall = null;
   release();
   for (const n of c.nodes.values()) await n.node.stop();
 });
