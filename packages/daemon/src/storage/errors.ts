@@ -18,6 +18,10 @@ export const StorageErrorCode = {
   StorageClosed: 'DAEMON_STORAGE_CLOSED',
   /** Too many appends are queued behind the one being synced. */
   StorageBusy: 'DAEMON_STORAGE_BUSY',
+  /** A log entry is too large for one Raft WAL segment (`storage.wal_segment_bytes`). */
+  WalRecordTooLarge: 'DAEMON_WAL_RECORD_TOO_LARGE',
+  /** A data directory written by an older rdld cannot be migrated to the WAL (or the migration failed). */
+  WalMigrationFailed: 'DAEMON_WAL_MIGRATION_FAILED',
   /** A received snapshot chunk is malformed (or the stream ended without its metadata). */
   SnapshotInvalid: 'DAEMON_SNAPSHOT_INVALID',
   /** `openSnapshot` was asked for an index other than the state machine's applied index. */
