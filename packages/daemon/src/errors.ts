@@ -22,6 +22,8 @@ export const DaemonErrorCode = {
   PeerMessageInvalid: 'DAEMON_PEER_MESSAGE_INVALID',
   /** A peer stream carried a message whose `from` is not the peer that opened the stream, or an unknown peer. */
   PeerIdentityMismatch: 'DAEMON_PEER_IDENTITY_MISMATCH',
+  /** A peer speaks another version of the peer frame format (rdld versions that cannot interoperate). */
+  PeerProtocolMismatch: 'DAEMON_PEER_PROTOCOL_MISMATCH',
   /** The daemon is stopping or stopped; the request was not served. */
   Stopped: 'DAEMON_STOPPED',
   /** Start-up failed for a reason without a more specific code (see the log line's `err`). */

@@ -7,8 +7,10 @@
  * delay emulates inter-region latency.
  *
  * Incoming streams: the dialler's identity (metadata) must be a configured peer and its target
- * must be this daemon; every message's `from`/`to` must match the stream. Anything malformed is
- * rejected with a coded notice and a metric, never by crashing the daemon.
+ * must be this daemon, and it must speak this daemon's frame format version (both directions are
+ * checked at stream open: DAEMON_PEER_PROTOCOL_MISMATCH); every message's `from`/`to` must match
+ * the stream. Anything malformed is rejected with a coded notice and a metric, never by crashing
+ * the daemon.
  */
 import { Client, Metadata, Server, credentials, status as GrpcStatus } from '@grpc/grpc-js';
 import type { ClientDuplexStream, ServerDuplexStream, ServiceError } from '@grpc/grpc-js';
@@ -19,7 +21,9 @@ import type { DaemonMetrics, TransportGaugeSource } from '../metrics.js';
 import { bindGrpcServer } from './listen.js';
 import {
   METADATA_PEER_FROM,
+  METADATA_PEER_PROTOCOL,
   METADATA_PEER_TO,
+  PEER_PROTOCOL_VERSION,
   decodeFrame,
   decodeNotice,
   encodeFrame,
@@ -148,6 +152,7 @@ class PeerSender {
     const metadata = new Metadata();
     metadata.set(METADATA_PEER_FROM, this.options.self);
     metadata.set(METADATA_PEER_TO, this.peer.id);
+    metadata.set(METADATA_PEER_PROTOCOL, String(PEER_PROTOCOL_VERSION));
     const call = this.client.makeBidiStreamRequest(
       peerStreamMethod.path,
       peerStreamMethod.requestSerialize,
@@ -157,8 +162,21 @@ class PeerSender {
     this.call = call;
     this.options.metrics?.peerReconnects.inc({ peer: this.peer.id });
     // The server sends its headers as soon as it accepts the stream: that is "connected".
-    call.on('metadata', () => {
+    call.on('metadata', (headers: Metadata) => {
       if (this.call !== call || this.state !== 'connecting') return;
+      const version = headers.get(METADATA_PEER_PROTOCOL)[0];
+      if (version !== String(PEER_PROTOCOL_VERSION)) {
+        // A daemon of another version (version 1 sends no version header): it would misread our
+        // frames or we its. Refuse the stream and retry with back-off until it is upgraded.
+        const error = new DaemonError(
+          DaemonErrorCode.PeerProtocolMismatch,
+          `peer ${this.peer.id} speaks peer protocol version ${typeof version === 'string' ? version : 1}; this daemon speaks ${PEER_PROTOCOL_VERSION}`,
+        );
+        if (this.failures === 0 || this.failures % 50 === 0) this.logger.error({ code: error.code }, error.message);
+        this.options.metrics?.peerMessagesRejected.inc({ peer: this.peer.id, code: error.code });
+        this.onStreamEnd(call, null, true);
+        return;
+      }
       this.state = 'open';
       if (this.failures > 0) this.logger.info({ failures: this.failures }, 'peer stream open again');
       else this.logger.info('peer stream open');
@@ -173,7 +191,7 @@ class PeerSender {
     call.on('end', () => this.onStreamEnd(call, null));
   }
 
-  private onStreamEnd(call: ClientDuplexStream<Buffer, Buffer>, err: ServiceError | null): void {
+  private onStreamEnd(call: ClientDuplexStream<Buffer, Buffer>, err: ServiceError | null, isRefused = false): void {
     if (this.call !== call) return;
     this.call = null;
     call.removeAllListeners('drain');
@@ -181,6 +199,8 @@ class PeerSender {
     call.cancel();
     this.isWaitingForDrain = false;
     const wasOpen = this.state === 'open';
+    const isRefusal =
+      isRefused || err?.code === GrpcStatus.PERMISSION_DENIED || err?.code === GrpcStatus.FAILED_PRECONDITION;
     // Queued messages are stale by the time a new stream opens (heartbeats, old appends): Raft
     // re-sends what still matters, so drop them rather than replay a burst.
     this.dropQueued('disconnected');
@@ -193,8 +213,16 @@ class PeerSender {
     );
     // Jitter spreads reconnection storms after a network blip; it has no bearing on correctness.
     const delayMs = Math.max(1, Math.round(base * (0.8 + 0.4 * Math.random())));
-    const fields = { code: err?.code, detail: err?.details, failures: this.failures, delayMs };
-    if (wasOpen || err?.code === GrpcStatus.PERMISSION_DENIED) this.logger.warn(fields, 'peer stream lost');
+    const fields = {
+      code: err?.code,
+      rdlCode: err?.metadata?.get('rdl-code')[0],
+      detail: err?.details,
+      failures: this.failures,
+      delayMs,
+    };
+    if (isRefused) this.logger.debug(fields, 'peer stream refused; retrying');
+    else if (wasOpen || (isRefusal && (this.failures === 1 || this.failures % 50 === 0)))
+      this.logger.warn(fields, 'peer stream lost');
     else if (this.failures === 1 || this.failures % 50 === 0) this.logger.info(fields, 'peer unreachable; retrying');
     else this.logger.debug(fields, 'peer unreachable; retrying');
     this.reconnectTimer = setTimeout(() => {
@@ -383,20 +411,28 @@ export class GrpcTransport implements Transport {
       call.emit('error', { code: GrpcStatus.UNAVAILABLE, details: 'daemon stopping' });
       return;
     }
+    const version = call.metadata.get(METADATA_PEER_PROTOCOL)[0];
+    if (version !== String(PEER_PROTOCOL_VERSION)) {
+      // A version-1 daemon sends no version: it would send msgpack frames we do not read.
+      const error = new DaemonError(
+        DaemonErrorCode.PeerProtocolMismatch,
+        `peer stream from ${JSON.stringify(from)} refused: it speaks peer protocol version ${typeof version === 'string' ? JSON.stringify(version) : 1}, this daemon ${PEER_PROTOCOL_VERSION}`,
+      );
+      this.refuse(call, from, error, GrpcStatus.FAILED_PRECONDITION);
+      return;
+    }
     if (!this.senders.has(from) || to !== this.options.self) {
       const error = new DaemonError(
         DaemonErrorCode.PeerIdentityMismatch,
         `peer stream from ${JSON.stringify(from)} to ${JSON.stringify(to)} refused: this is ${this.options.self} and its peers are ${[...this.senders.keys()].join(', ')}`,
       );
-      this.logger.warn({ code: error.code, from, to }, error.message);
-      this.options.metrics?.peerMessagesRejected.inc({ peer: from || 'unknown', code: error.code });
-      const metadata = new Metadata();
-      metadata.set('rdl-code', error.code);
-      call.emit('error', { code: GrpcStatus.PERMISSION_DENIED, details: error.message, metadata });
+      this.refuse(call, from, error, GrpcStatus.PERMISSION_DENIED);
       return;
     }
     this.inbound.add(call);
-    call.sendMetadata(new Metadata());
+    const headers = new Metadata();
+    headers.set(METADATA_PEER_PROTOCOL, String(PEER_PROTOCOL_VERSION));
+    call.sendMetadata(headers);
     let lastNoticeMs = -Infinity;
     const log = this.logger.child({ peer: from });
     call.on('data', (frame: Buffer) => {
@@ -438,6 +474,15 @@ export class GrpcTransport implements Transport {
     });
     call.on('error', forget);
     call.on('cancelled', forget);
+  }
+
+  /** Ends an incoming stream at once with `status` and the error's code in the `rdl-code` trailer. */
+  private refuse(call: ServerDuplexStream<Buffer, Buffer>, from: string, error: DaemonError, status: GrpcStatus): void {
+    this.logger.warn({ code: error.code, from }, error.message);
+    this.options.metrics?.peerMessagesRejected.inc({ peer: from || 'unknown', code: error.code });
+    const metadata = new Metadata();
+    metadata.set('rdl-code', error.code);
+    call.emit('error', { code: status, details: error.message, metadata });
   }
 
   /** Stops dialling, ends every stream and shuts the listener down. Idempotent. */

@@ -2,13 +2,26 @@
 // payloads intact, identity checks (stream metadata and each message's from/to), malformed frames
 // rejected with a coded notice while the stream keeps serving, bounded per-peer queues that drop,
 // drop-while-unreachable and reconnection after the peer comes back, and the artificial delay line.
+// The version-2 frame format is checked directly too: round trips (compact and msgpack messages),
+// received payloads as views into the frame, every truncation and seeded random corruption
+// rejected with a code and never thrown, and version mismatches refused both ways (a version-1
+// frame or dialler here, a version-1 server there; a version-1 decoder cannot read our frames).
 import test from 'ava';
-import { Client, Metadata, credentials } from '@grpc/grpc-js';
-import type { ClientDuplexStream } from '@grpc/grpc-js';
+import { Client, Metadata, Server, ServerCredentials, credentials } from '@grpc/grpc-js';
+import type { ClientDuplexStream, ServerDuplexStream } from '@grpc/grpc-js';
+import { Packr } from 'msgpackr';
 import { pino } from 'pino';
 import { GrpcTransport } from '../../src/transport/grpc-transport.js';
 import type { GrpcTransportOptions } from '../../src/transport/grpc-transport.js';
-import { decodeNotice, encodeFrame, peerStreamMethod } from '../../src/transport/peer-protocol.js';
+import {
+  PEER_PROTOCOL_VERSION,
+  decodeFrame,
+  decodeNotice,
+  encodeFrame,
+  estimateMessageBytes,
+  peerService,
+  peerStreamMethod,
+} from '../../src/transport/peer-protocol.js';
 import type { RaftMessage } from '../../src/raft-types.js';
 import { DaemonMetrics } from '../../src/metrics.js';
 import { freePorts, waitFor } from '../helpers/ports.js';
@@ -48,15 +61,34 @@ async function counter(metrics: DaemonMetrics, name: string, labels: Record<stri
   return value?.value ?? 0;
 }
 
+/** A message of the Raft core's shape (it travels in the compact layout). */
 function msg(from: string, to: string, i: number, data?: Uint8Array): RaftMessage {
-  return { type: 3, from, to, term: 1, index: i, entries: data ? [{ term: 1, index: i, type: 0, data }] : [] };
+  return {
+    type: 1,
+    from,
+    to,
+    term: 1,
+    logTerm: 1,
+    index: i,
+    entries: data ? [{ term: 1, index: i + 1, type: 0, data }] : [],
+    commit: 0,
+    reject: false,
+    rejectHint: 0,
+    context: 0,
+  };
 }
 
-function rawStream(port: number, from: string, to: string): ClientDuplexStream<Buffer, Buffer> {
+function rawStream(
+  port: number,
+  from: string,
+  to: string,
+  protocol: string | null = String(PEER_PROTOCOL_VERSION),
+): ClientDuplexStream<Buffer, Buffer> {
   const client = new Client(`127.0.0.1:${port}`, credentials.createInsecure());
   const metadata = new Metadata();
   metadata.set('rdl-peer-from', from);
   metadata.set('rdl-peer-to', to);
+  if (protocol !== null) metadata.set('rdl-peer-protocol', protocol);
   return client.makeBidiStreamRequest(
     peerStreamMethod.path,
     peerStreamMethod.requestSerialize,
@@ -82,6 +114,12 @@ test('messages sent in one turn arrive, in order, with binary payloads intact', 
   const entries = b.received[42].entries as { data: Uint8Array }[];
   t.deepEqual(new Uint8Array(entries[0].data), payload);
   t.is(await counter(a.metrics, 'rdl_peer_messages_sent_total', { peer: 'gland' }), 100);
+  // A message not of the core's plain shape (a snapshot chunk) travels as msgpack, every field kept.
+  const chunk = { ...msg('geneva', 'gland', 7), type: 12, snapshot: { seq: 0, isLast: true, data: payload } };
+  a.transport.send([chunk]);
+  await waitFor(() => b.received.length === 101, 'the snapshot chunk');
+  t.deepEqual({ ...b.received[100], snapshot: { ...(b.received[100].snapshot as object), data: payload } }, chunk);
+  t.deepEqual(new Uint8Array((b.received[100].snapshot as { data: Uint8Array }).data), payload);
 });
 
 test('a stream from an unknown peer, or aimed at another region, is refused', async (t) => {
@@ -113,7 +151,8 @@ test('malformed frames and forged senders are rejected with coded notices; the s
     if (notice) notices.push(notice);
   });
   stream.on('error', () => undefined);
-  stream.write(Buffer.from([0xc1, 0xff, 0x00])); // 0xc1 is "never used" in msgpack
+  // A frame header announcing one message, then nothing: truncated.
+  stream.write(Buffer.from([0xc1, 0x52, PEER_PROTOCOL_VERSION, 0, 1, 0, 0, 0]));
   await waitFor(() => notices.length === 1, 'first notice');
   t.is(notices[0].code, 'DAEMON_PEER_MESSAGE_INVALID');
   // A forged `from` inside a valid frame: rejected, the genuine message next to it is delivered.
@@ -222,4 +261,153 @@ test('the delay line holds messages for the configured time and keeps their orde
     a.received.map((m) => m.index),
     [1, 2],
   );
+});
+
+/** mulberry32: a seeded generator, so the corruption test replays exactly. */
+function seeded(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let x = Math.imul(a ^ (a >>> 15), 1 | a);
+    x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x;
+    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+function sampleFrame(): { frame: Buffer; messages: RaftMessage[] } {
+  const payload = new Uint8Array(300).map((_, i) => (i * 7) % 256);
+  const messages: RaftMessage[] = [
+    {
+      ...msg('gland', 'geneva', 10),
+      entries: [0, 1, 2].map((k) => ({ term: 1, index: 11 + k, type: k % 2, data: payload.subarray(k) })),
+    },
+    { ...msg('gland', 'geneva', 4), type: 2, reject: true, rejectHint: 3, context: 2 ** 40, commit: 9 },
+    { ...msg('gland', 'geneva', 0), type: 12, snapshot: { seq: 1, isLast: false, data: payload } },
+  ];
+  return { frame: encodeFrame(messages), messages };
+}
+
+test('frames round-trip; sizes are exact for the compact layout; payloads decode as views into the frame', (t) => {
+  const { frame, messages } = sampleFrame();
+  t.deepEqual([...frame.subarray(0, 3)], [0xc1, 0x52, PEER_PROTOCOL_VERSION]);
+  const copy = Buffer.from(frame);
+  const { messages: decoded, rejected } = decodeFrame(copy, 'gland', 'geneva');
+  t.deepEqual(rejected, []);
+  t.is(decoded.length, 3);
+  const normalize = (v: unknown): unknown =>
+    v instanceof Uint8Array
+      ? [...v]
+      : Array.isArray(v)
+        ? v.map(normalize)
+        : typeof v === 'object' && v !== null
+          ? Object.fromEntries(Object.entries(v).map(([k, x]) => [k, normalize(x)]))
+          : v;
+  t.deepEqual(decoded.map(normalize), messages.map(normalize));
+  // No copy on receipt: an entry's data shares the frame's memory.
+  const data = (decoded[0].entries as { data: Uint8Array }[])[1].data;
+  t.is(data.buffer, copy.buffer);
+  copy[data.byteOffset - copy.byteOffset] ^= 0xff;
+  t.not(data[0], (messages[0].entries as { data: Uint8Array }[])[1].data[0], 'the view sees the frame change');
+  // The compact messages' estimate is their exact size in a frame (8 bytes of frame header).
+  t.is(encodeFrame([messages[0]]).length, 8 + estimateMessageBytes(messages[0]));
+  t.is(encodeFrame([messages[1]]).length, 8 + estimateMessageBytes(messages[1]));
+});
+
+test('every truncation and seeded random corruption of a frame is rejected with a code, never thrown', (t) => {
+  const { frame } = sampleFrame();
+  const codes = new Set([
+    'DAEMON_PEER_MESSAGE_INVALID',
+    'DAEMON_PEER_PROTOCOL_MISMATCH',
+    'DAEMON_PEER_IDENTITY_MISMATCH',
+  ]);
+  for (let length = 0; length < frame.length; length++) {
+    const result = decodeFrame(frame.subarray(0, length), 'gland', 'geneva');
+    t.true(result.rejected.length > 0, `truncated at ${length}`);
+    t.true(result.messages.length < 3);
+  }
+  t.deepEqual(
+    decodeFrame(Buffer.concat([frame, Buffer.from([0])]), 'gland', 'geneva').rejected.map((r) => r.code),
+    ['DAEMON_PEER_MESSAGE_INVALID'],
+  );
+  const random = seeded(6);
+  for (let round = 0; round < 2000; round++) {
+    const bad = Buffer.from(frame);
+    for (let k = 1 + Math.floor(random() * 4); k > 0; k--)
+      bad[Math.floor(random() * bad.length)] = Math.floor(random() * 256);
+    const result = decodeFrame(bad, 'gland', 'geneva');
+    for (const r of result.rejected) t.true(codes.has(r.code), r.code);
+    for (const m of result.messages) t.true(Number.isSafeInteger(m.term) && m.term >= 0 && m.from === 'gland');
+  }
+  // A forged entry count cannot make the decoder allocate for entries that are not there.
+  const huge = Buffer.from(encodeFrame([msg('gland', 'geneva', 1)]));
+  huge.writeUInt32LE(0xffffffff, huge.length - 4);
+  t.deepEqual(
+    decodeFrame(huge, 'gland', 'geneva').rejected.map((r) => r.code),
+    ['DAEMON_PEER_MESSAGE_INVALID'],
+  );
+  // Counts must be non-negative safe integers.
+  const fractional = Buffer.from(encodeFrame([msg('gland', 'geneva', 1)]));
+  fractional.writeDoubleLE(1.5, 8 + 5 + 'gland'.length + 'geneva'.length);
+  t.deepEqual(decodeFrame(fractional, 'gland', 'geneva'), {
+    messages: [],
+    rejected: [
+      { code: 'DAEMON_PEER_MESSAGE_INVALID', message: 'a Raft message field is not a non-negative safe integer' },
+    ],
+  });
+});
+
+test('frame versions: a version-1 (msgpack) frame is refused here, and a version-1 decoder cannot read ours', (t) => {
+  const v1 = new Packr({ useRecords: false, moreTypes: false });
+  const oldFrame = v1.pack([msg('gland', 'geneva', 1)]);
+  const result = decodeFrame(oldFrame, 'gland', 'geneva');
+  t.deepEqual(result.messages, []);
+  t.is(result.rejected[0].code, 'DAEMON_PEER_PROTOCOL_MISMATCH');
+  const future = Buffer.from(encodeFrame([msg('gland', 'geneva', 1)]));
+  future[2] = PEER_PROTOCOL_VERSION + 1;
+  t.regex(decodeFrame(future, 'gland', 'geneva').rejected[0].message, /version 3; this daemon speaks version 2/);
+  // What a version-1 daemon does with our frame: msgpack refuses the 0xC1 byte, so it reports the
+  // frame as undecodable (DAEMON_PEER_MESSAGE_INVALID there) rather than misreading it.
+  t.throws(() => v1.unpack(encodeFrame([msg('gland', 'geneva', 1)])));
+});
+
+test('streams between daemons of different protocol versions are refused both ways with DAEMON_PEER_PROTOCOL_MISMATCH', async (t) => {
+  const [pa, pOld] = await freePorts(2);
+  const a = makeTransport('geneva', pa, { gland: pOld });
+  t.teardown(() => a.transport.close());
+  await a.transport.start();
+  // A version-1 dialler (no version header) is refused at stream open.
+  for (const protocol of [null, '1']) {
+    const stream = rawStream(pa, 'gland', 'geneva', protocol);
+    const error = await new Promise<{ code: number; metadata: Metadata; details: string }>((resolve) =>
+      stream.on('error', resolve),
+    );
+    t.is(error.code, 9); // FAILED_PRECONDITION
+    t.deepEqual(error.metadata.get('rdl-code'), ['DAEMON_PEER_PROTOCOL_MISMATCH']);
+    t.regex(error.details, /protocol version/);
+  }
+  // A version-1 server (accepts, answers without a version header): our dialler refuses the stream,
+  // counts it and drops what it would have sent.
+  const refusals = (): Promise<number> =>
+    counter(a.metrics, 'rdl_peer_messages_rejected_total', { peer: 'gland', code: 'DAEMON_PEER_PROTOCOL_MISMATCH' });
+  const refusedHere = await refusals(); // the two incoming streams above
+  t.is(refusedHere, 2);
+  let accepted = 0;
+  const old = new Server();
+  old.addService(peerService, {
+    stream: (call: ServerDuplexStream<Buffer, Buffer>) => {
+      accepted++;
+      call.sendMetadata(new Metadata());
+      call.on('data', () => t.fail('no frame may reach a version-1 server'));
+      call.on('error', () => undefined);
+    },
+  });
+  await new Promise<void>((resolve, reject) =>
+    old.bindAsync(`127.0.0.1:${pOld}`, ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve())),
+  );
+  t.teardown(() => old.forceShutdown());
+  await waitFor(async () => (await refusals()) >= refusedHere + 2, 'two refused attempts');
+  t.true(accepted >= 2);
+  t.false(a.transport.gauges().isConnected.gland);
+  a.transport.send([msg('geneva', 'gland', 1)]);
+  t.is(a.transport.gauges().queuedMessages.gland, 0);
 });
