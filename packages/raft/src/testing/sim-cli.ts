@@ -2,8 +2,9 @@
  * `npm run sim -- --seeds N [--seed-start S]`: runs N seeds of the deterministic cluster simulator,
  * prints the tally of every fault kind injected, one line per failing seed with the command that
  * replays it, and ends with `N seeds, V violations`. Exit code 1 when any seed fails.
- * `--trace` prints the event trace of each failing seed. `--joint-replace` replaces members in one
- * joint-consensus change instead of two single-server changes.
+ * `--trace` prints the event trace of each failing seed. Members are replaced through a joint
+ * configuration or by two single-server changes, picked at random per replacement;
+ * `--joint-replace` / `--no-joint-replace` force one way.
  */
 import { Command, InvalidArgumentError, Option } from 'commander';
 import type { SimulationOptions } from './simulator.js';
@@ -24,7 +25,8 @@ interface CliOptions {
   seedStart: number;
   trace: boolean;
   quiet: boolean;
-  jointReplace: boolean;
+  /** Unset: each replacement picks joint or single-server changes at random. */
+  jointReplace?: boolean;
   membership: boolean;
   driverBug?: DriverBug;
 }
@@ -36,7 +38,8 @@ const program = new Command()
   .option('--seed-start <s>', 'first seed', integer(0), 1)
   .option('--trace', 'print the event trace of each failing seed', false)
   .option('--quiet', 'no progress output', false)
-  .option('--joint-replace', 'replace members through a joint configuration (add-voter + remove in one change)', false)
+  .option('--joint-replace', 'replace members always through a joint configuration (add-voter + remove in one change)')
+  .option('--no-joint-replace', 'replace members always by two single-server changes (promote, then remove)')
   .option('--no-membership', 'leave membership changes out of the fault mix (the fault mix of issue 2)')
   .addOption(
     new Option('--driver-bug <bug>', 'break the simulated driver on purpose (to see the checkers fire)').choices([
@@ -47,7 +50,9 @@ const program = new Command()
   )
   .action((options: CliOptions) => {
     const startedMs = performance.now();
-    const flags = `${options.jointReplace ? ' --joint-replace' : ''}${options.membership ? '' : ' --no-membership'}${options.driverBug === undefined ? '' : ` --driver-bug ${options.driverBug}`}`;
+    const jointFlag =
+      options.jointReplace === undefined ? '' : options.jointReplace ? ' --joint-replace' : ' --no-joint-replace';
+    const flags = `${jointFlag}${options.membership ? '' : ' --no-membership'}${options.driverBug === undefined ? '' : ` --driver-bug ${options.driverBug}`}`;
     const summary = runSeeds({
       seedStart: options.seedStart,
       seeds: options.seeds,
@@ -74,7 +79,8 @@ const program = new Command()
     const t = summary.tally;
     process.stdout.write(
       `membership: ${t['member-added']} added, ${t['member-removed']} removed, ${t['member-replaced']} replaced ` +
-        `(${t['leader-removed']} removing the leader), ${t['conf-change-refused']} proposals refused; ` +
+        `(${t['member-replaced-joint']} through a joint configuration, ${t['leader-removed']} removing the leader), ` +
+        `${t['conf-change-refused']} proposals refused; ` +
         `snapshots: ${t['snapshot-installed']} installed of ${t['snapshot-sent']} sent\n`,
     );
     const s = summary.stats;

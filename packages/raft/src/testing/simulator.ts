@@ -47,6 +47,7 @@ export const FAULT_KINDS = [
   'member-added',
   'member-removed',
   'member-replaced',
+  'member-replaced-joint',
   'leader-removed',
   'conf-change-refused',
 ] as const;
@@ -105,11 +106,11 @@ export interface SimulationOptions {
    */
   readonly logEntriesKeep?: number;
   /**
-   * Replace a member in one joint-consensus change (`add-voter new` + `remove old`, as
-   * `RaftNode.replaceMember` does) instead of two single-server changes (promote, then remove).
-   * Off by default: the core crashes when the commit of C_old,new makes the leader leave the joint
-   * configuration while handling an append response of the voter being removed (see
-   * docs/simulator.md, "Known findings").
+   * How a member is replaced once its successor caught up as a learner: `true`, in one
+   * joint-consensus change (`add-voter new` + `remove old`, as `RaftNode.replaceMember` does);
+   * `false`, in two single-server changes (promote, then remove). Unset (the default): each
+   * replacement picks one or the other at random, from a stream of its own, so the rest of the
+   * run draws the same numbers either way.
    */
   readonly isJointReplaceEnabled?: boolean;
   /** Overrides of the seed-drawn core configuration. */
@@ -131,6 +132,8 @@ export interface SimulationResult {
   readonly history: readonly HistoryOperation[];
   /** The last events before the end (empty unless `isTraceEnabled`). */
   readonly trace: readonly string[];
+  /** The core configuration the seed drew (with `SimulationOptions.coreConfig` applied). */
+  readonly coreConfig: Readonly<Omit<CoreConfig, 'id' | 'random'>>;
   readonly stats: {
     readonly events: number;
     readonly committedIndex: number;
@@ -138,6 +141,8 @@ export interface SimulationResult {
     readonly operationsUnknown: number;
     readonly operationsFailed: number;
     readonly elections: number;
+    /** Ticks from healing until the liveness marker committed (-1 when it did not). */
+    readonly livenessTicks: number;
   };
 }
 
@@ -192,6 +197,10 @@ interface MembershipOperation {
   readonly removed: NodeId | null;
   /** Whether `removed` was the leader when its removal was proposed. */
   isLeaderRemoved: boolean;
+  /** Replace: promote `added` and remove `removed` in one joint change (else two single-server ones). */
+  readonly isJoint: boolean;
+  /** The joint change was accepted (the replacement went through C_old,new). */
+  isJointProposed: boolean;
 }
 
 /** A binary min-heap of events ordered by (time, sequence): ties run in scheduling order. */
@@ -355,6 +364,8 @@ export function runSimulation(options: SimulationOptions): SimulationResult {
 
 class Simulation {
   private readonly rng: SeededRandom;
+  /** Picks joint or single-server replacement (see `isJointReplaceEnabled`) without touching `rng`. */
+  private readonly jointRng: SeededRandom;
   private readonly queue = new EventQueue();
   private nowMs = 0;
   private readonly nodes: SimNode[] = [];
@@ -370,6 +381,7 @@ class Simulation {
   private isHealed = false;
   private events = 0;
   private elections = 0;
+  private livenessTicks = -1;
   /** term -> leader id. */
   private readonly leaders = new Map<number, NodeId>();
   /** `${node}@${term}` -> the candidate it granted its vote to. */
@@ -407,6 +419,7 @@ class Simulation {
 
   constructor(private readonly options: SimulationOptions) {
     this.rng = new SeededRandom(options.seed, 0);
+    this.jointRng = new SeededRandom(options.seed, 1);
     const count = options.nodeCount ?? 3;
     for (let i = 0; i < count + SPARE_NODES; i++) {
       const node = new SimNode(`n${i + 1}`, i);
@@ -488,6 +501,7 @@ class Simulation {
       tally: this.tally,
       history: this.history,
       trace: this.trace,
+      coreConfig: this.coreConfig,
       stats: {
         events: this.events,
         committedIndex,
@@ -495,6 +509,7 @@ class Simulation {
         operationsUnknown: this.operationsUnknown,
         operationsFailed: this.operationsFailed,
         elections: this.elections,
+        livenessTicks: this.livenessTicks,
       },
     };
   }
@@ -517,6 +532,7 @@ class Simulation {
         // The global registry, not the leader's log: the marker may already be compacted away.
         if (this.committed[index] === term) {
           livenessDoneMs = this.nowMs;
+          this.livenessTicks = Math.ceil((this.nowMs - safetyMs) / TICK_MS);
           this.log(`liveness: marker ${index}@${term} committed on ${node.id}`);
           return;
         }
@@ -1093,8 +1109,11 @@ class Simulation {
         this.start(node);
         added = node.id;
       }
-      this.membership = { kind, added, removed, isLeaderRemoved: false };
-      this.log(`membership: ${kind}${added === null ? '' : ` +${added}`}${removed === null ? '' : ` -${removed}`}`);
+      const isJoint = kind === 'replace' && (this.options.isJointReplaceEnabled ?? this.jointRng.chance(0.5));
+      this.membership = { kind, added, removed, isLeaderRemoved: false, isJoint, isJointProposed: false };
+      this.log(
+        `membership: ${kind}${added === null ? '' : ` +${added}`}${removed === null ? '' : ` -${removed}`}${isJoint ? ' (joint)' : ''}`,
+      );
     }
     const op = this.membership;
     if (leader === undefined) return;
@@ -1110,13 +1129,14 @@ class Simulation {
       const progress = core.progress.get(op.added);
       if (progress === undefined || progress.match < core.log.committed) return;
       changes = [{ type: 'add-voter', id: op.added }];
-      if (this.options.isJointReplaceEnabled === true && op.removed !== null && conf.voters.includes(op.removed)) {
+      if (op.isJoint && op.removed !== null && conf.voters.includes(op.removed)) {
         changes.push({ type: 'remove', id: op.removed });
       }
     } else if (op.removed !== null && isMember(op.removed)) changes = [{ type: 'remove', id: op.removed }];
     else {
       this.tally[op.kind === 'add' ? 'member-added' : op.kind === 'remove' ? 'member-removed' : 'member-replaced']++;
       if (op.isLeaderRemoved) this.tally['leader-removed']++;
+      if (op.isJointProposed) this.tally['member-replaced-joint']++;
       this.log(`membership: ${op.kind} done, conf ${describeConf(conf)}`);
       this.membership = null;
       return;
@@ -1124,7 +1144,10 @@ class Simulation {
     const result = core.proposeConfChange({ changes });
     const text = changes.map((c) => `${c.type} ${c.id}`).join(', ');
     if (result.code !== null) this.tally['conf-change-refused']++;
-    else if (changes.some((c) => c.type === 'remove' && c.id === leader.id)) op.isLeaderRemoved = true;
+    else {
+      if (changes.some((c) => c.type === 'remove' && c.id === leader.id)) op.isLeaderRemoved = true;
+      if (changes.length > 1) op.isJointProposed = true;
+    }
     this.log(`${leader.id} proposes ${text}: ${result.code ?? `accepted at ${result.index}`}`);
     this.afterInput(leader);
   }

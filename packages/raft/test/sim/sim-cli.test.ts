@@ -21,7 +21,7 @@ test('a clean run prints the tally and ends with the summary line', (t) => {
   for (const kind of FAULT_KINDS) t.regex(result.stdout, new RegExp(`^  ${kind} +\\d+$`, 'm'));
   t.regex(
     result.stdout,
-    /^membership: \d+ added, \d+ removed, \d+ replaced \(\d+ removing the leader\), \d+ proposals refused; snapshots: \d+ installed of \d+ sent$/m,
+    /^membership: \d+ added, \d+ removed, \d+ replaced \(\d+ through a joint configuration, \d+ removing the leader\), \d+ proposals refused; snapshots: \d+ installed of \d+ sent$/m,
   );
   const lines = result.stdout.trimEnd().split('\n');
   t.is(lines[lines.length - 1], '3 seeds, 0 violations');
@@ -34,15 +34,18 @@ test('--no-membership leaves membership changes out of the fault mix (the fault 
   t.is(without.status, 0, without.stdout + without.stderr);
   t.regex(
     without.stdout,
-    /^membership: 0 added, 0 removed, 0 replaced \(0 removing the leader\), 0 proposals refused;/m,
+    /^membership: 0 added, 0 removed, 0 replaced \(0 through a joint configuration, 0 removing the leader\), 0 proposals refused;/m,
   );
 });
 
 test('a failing seed prints its replay command and the run exits 1', (t) => {
-  const result = run(['--seeds', '2', '--seed-start', '1', '--driver-bug', 'ack-before-fsync']);
+  const result = run(['--seeds', '2', '--seed-start', '1', '--driver-bug', 'ack-before-fsync', '--no-joint-replace']);
   t.is(result.status, 1);
   t.regex(result.stdout, /^seed 1 FAILED: /m);
-  t.regex(result.stdout, /replay: npm run sim -- --seeds 1 --seed-start 1 --driver-bug ack-before-fsync --trace/);
+  t.regex(
+    result.stdout,
+    /replay: npm run sim -- --seeds 1 --seed-start 1 --no-joint-replace --driver-bug ack-before-fsync --trace/,
+  );
   t.regex(result.stdout, /\n2 seeds, 2 violations\n$/);
 });
 
