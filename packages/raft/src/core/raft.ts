@@ -661,7 +661,22 @@ export class RaftCore {
 
   /** Whether this node may campaign. */
   isPromotable(): boolean {
-    return this.isVoterId(this.id) && !this.isSnapshotNeeded;
+    return (this.isVoterId(this.id) || this.isNeededUntilCommitted()) && !this.isSnapshotNeeded;
+  }
+
+  /**
+   * Raft §4.2.2: "a server that is not part of its own latest configuration should still start new
+   * elections, as it might still be needed until the Cnew entry is committed"; its own vote counts
+   * only where it is a voter. True when the latest configuration entry, which leaves this node
+   * out, is past our commit index and the configuration before it names us a voter. Without this,
+   * a voter that left C_old,new for C_new first, holding the longest log, refuses every candidate
+   * still in the joint configuration and never campaigns itself (sim seed 8624): deadlock.
+   */
+  private isNeededUntilCommitted(): boolean {
+    const n = this.configs.length;
+    if (n === 0 || this.configs[n - 1].index <= this.log.committed) return false;
+    const before = n >= 2 ? this.configs[n - 2].conf : this.baseConf;
+    return before.voters.includes(this.id) || before.votersOutgoing.includes(this.id);
   }
 
   /** Replaces the configuration (from a snapshot), keeping the progress of members that stay. */
@@ -751,8 +766,13 @@ export class RaftCore {
     this.reset(this.term);
     this.role = 'leader';
     this.lead = this.id;
-    this.progress.get(this.id)!.becomeReplicate();
-    this.progress.get(this.id)!.maybeUpdate(this.log.stableIndex);
+    // A leader elected while its own removal is uncommitted (§4.2.2) has no progress of its own: it
+    // does not count itself, and steps down once the change commits (see maybeCommit).
+    const self = this.progress.get(this.id);
+    if (self !== undefined) {
+      self.becomeReplicate();
+      self.maybeUpdate(this.log.stableIndex);
+    }
     // Raft §5.4.2 / §8: entries of earlier terms are committed only through an entry of the
     // current term, so a new leader appends a no-op at once.
     this.appendLeaderEntries([new Uint8Array(0)], EntryType.Normal, ENTRY_OVERHEAD_BYTES);
@@ -1188,7 +1208,12 @@ export class RaftCore {
   }
 
   private isSingleVoter(): boolean {
-    return this.voters.length === 1 && this.votersOutgoing.length === 0 && this.progress.size === 1;
+    return (
+      this.voters.length === 1 &&
+      this.voters[0] === this.id &&
+      this.votersOutgoing.length === 0 &&
+      this.progress.size === 1
+    );
   }
 
   /** Advances the commit index if a quorum matches an entry of the current term. */

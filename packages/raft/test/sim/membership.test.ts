@@ -68,6 +68,19 @@ test('seeds with membership changes add, remove, replace members and remove the 
   t.true(tally['member-removed'] > 0, 'removed');
   t.true(tally['member-replaced'] > 0, 'replaced');
   t.true(tally['leader-removed'] > 0, 'leader removed');
+  t.true(tally['member-replaced-joint'] > 0, 'replaced through a joint configuration');
+  t.true(tally['member-replaced-joint'] < tally['member-replaced'], 'replaced by single-server changes');
+});
+
+test('replacements pick joint or single-server changes as told', (t) => {
+  const always = sum(SEEDS, { faults: { membershipRate: 0.05 }, isJointReplaceEnabled: true });
+  t.deepEqual(always.violations, []);
+  t.true(always.tally['member-replaced'] > 0);
+  t.is(always.tally['member-replaced-joint'], always.tally['member-replaced']);
+  const never = sum(SEEDS, { faults: { membershipRate: 0.05 }, isJointReplaceEnabled: false });
+  t.deepEqual(never.violations, []);
+  t.true(never.tally['member-replaced'] > 0);
+  t.is(never.tally['member-replaced-joint'], 0);
 });
 
 test('with the membership rate at 0 the simulator changes no membership', (t) => {
@@ -90,7 +103,7 @@ test('replacing members through a joint configuration passes every check (seed 2
 // lower-term MsgVote, so neither could ever win. The core now answers a lower-term MsgVote with a
 // rejection carrying its term (Raft §5.1).
 test('a candidate unknown to a stale higher-term voter is still elected after healing (seed 4589)', (t) => {
-  const result = runSimulation({ seed: 4589 });
+  const result = runSimulation({ seed: 4589, isJointReplaceEnabled: false });
   t.is(result.violation, null);
 });
 
@@ -102,7 +115,24 @@ test('a candidate unknown to a stale higher-term voter is still elected after he
 // the pending snapshot arrived.
 for (const seed of [9030, 15518]) {
   test(`a follower that installed a snapshot the leader compacted past leaves the Snapshot state (seed ${seed})`, (t) => {
-    const result = runSimulation({ seed });
+    const result = runSimulation({ seed, isJointReplaceEnabled: false });
     t.is(result.violation, null);
   });
 }
+
+// Regression (seeds 8624 and 14011): a voter whose log holds a configuration that leaves it out
+// (the leave of a joint configuration in 8624, a single-server removal in 14011), not yet
+// committed, with the longest log: the other voters, still in the older configuration, need its
+// vote, which it refuses for their shorter logs, and it never campaigned (a node outside its
+// latest configuration was not promotable), so nobody could be elected. Raft §4.2.2: such a
+// server should still start elections until C_new is committed; it does now, leads without
+// counting itself, commits C_new and steps down.
+test('a voter removed by an uncommitted configuration still campaigns (seed 8624, joint replacement)', (t) => {
+  const result = runSimulation({ seed: 8624, isJointReplaceEnabled: true });
+  t.is(result.violation, null);
+});
+
+test('a voter removed by an uncommitted configuration still campaigns (seed 14011)', (t) => {
+  const result = runSimulation({ seed: 14011, isJointReplaceEnabled: false });
+  t.is(result.violation, null);
+});
