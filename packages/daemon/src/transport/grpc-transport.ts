@@ -88,6 +88,8 @@ class PeerSender {
   private delayTimer: NodeJS.Timeout | NodeJS.Immediate | null = null;
   private reconnectTimer: NodeJS.Timeout | null = null;
   private failures = 0;
+  /** Messages written to the stream, read by the metrics at scrape time. */
+  sentMessages = 0;
   private readonly logger: Logger;
 
   constructor(
@@ -304,7 +306,7 @@ class PeerSender {
         this.drop('too-large', batch.length);
         continue;
       }
-      this.options.metrics?.peerMessagesSent.inc({ peer: this.peer.id }, batch.length);
+      this.sentMessages += batch.length;
       const isWritable = call.write(frame);
       if (!isWritable) {
         this.isWaitingForDrain = true;
@@ -352,6 +354,8 @@ export class GrpcTransport implements Transport {
   private readonly senders = new Map<string, PeerSender>();
   private readonly server: Server;
   private readonly inbound = new Set<ServerDuplexStream<Buffer, Buffer>>();
+  /** Messages received per peer, read by the metrics at scrape time. */
+  private readonly receivedMessages = new Map<string, number>();
   private readonly logger: Logger;
   private isClosed = false;
   /** The bound port of the peer listener, once started. */
@@ -393,11 +397,19 @@ export class GrpcTransport implements Transport {
 
   /** Queue sizes and connection state per peer (for metrics and status). */
   gauges(): TransportGaugeSource {
-    const result: TransportGaugeSource = { queuedBytes: {}, queuedMessages: {}, isConnected: {} };
+    const result = {
+      queuedBytes: {} as Record<string, number>,
+      queuedMessages: {} as Record<string, number>,
+      isConnected: {} as Record<string, boolean>,
+      sentMessages: {} as Record<string, number>,
+      receivedMessages: {} as Record<string, number>,
+    } satisfies TransportGaugeSource;
     for (const [id, sender] of this.senders) {
       result.queuedBytes[id] = sender.bytes;
       result.queuedMessages[id] = sender.queuedMessages;
       result.isConnected[id] = sender.isConnected;
+      result.sentMessages[id] = sender.sentMessages;
+      result.receivedMessages[id] = this.receivedMessages.get(id) ?? 0;
     }
     return result;
   }
@@ -451,7 +463,7 @@ export class GrpcTransport implements Transport {
         }
       }
       if (messages.length === 0) return;
-      this.options.metrics?.peerMessagesReceived.inc({ peer: from }, messages.length);
+      this.receivedMessages.set(from, (this.receivedMessages.get(from) ?? 0) + messages.length);
       const handler = this.handler;
       if (handler === null) return; // not started yet: dropping is what an unreliable transport does
       for (const message of messages) {

@@ -114,6 +114,7 @@ test('messages sent in one turn arrive, in order, with binary payloads intact', 
   const entries = b.received[42].entries as { data: Uint8Array }[];
   t.deepEqual(new Uint8Array(entries[0].data), payload);
   t.is(await counter(a.metrics, 'rdl_peer_messages_sent_total', { peer: 'gland' }), 100);
+  t.is(await counter(b.metrics, 'rdl_peer_messages_received_total', { peer: 'geneva' }), 100);
   // A message not of the core's plain shape (a snapshot chunk) travels as msgpack, every field kept.
   const chunk = { ...msg('geneva', 'gland', 7), type: 12, snapshot: { seq: 0, isLast: true, data: payload } };
   a.transport.send([chunk]);
