@@ -93,6 +93,10 @@ export interface DaemonConfig {
     readonly reconnectDelayMsMin: number;
     readonly reconnectDelayMsMax: number;
   };
+  readonly storage: {
+    /** Size of each Raft WAL segment file (preallocated with zeros). */
+    readonly walSegmentBytes: number;
+  };
   readonly log: { readonly level: string };
 }
 
@@ -357,6 +361,13 @@ export const configOptions: readonly ConfigOption[] = [
     min: 1,
     max: 600_000,
   }),
+  option(
+    'storage.wal_segment_bytes',
+    'bytes',
+    64 * MiB,
+    'Size of each Raft write-ahead log segment file under `<data_dir>/wal` (written full of zeros ahead of use). Must hold the largest entry (`raft.entry_bytes_max`) plus 128 KiB.',
+    { min: 1 * MiB, max: 1 * GiB },
+  ),
   option('log.level', 'level', 'info', `Log level: ${logLevels.join(', ')}.`),
 ];
 
@@ -795,6 +806,12 @@ export function loadConfig(sources: ConfigSources = {}): DaemonConfig {
   }
   if (transport && raft && transport.messageBytesMax < raft.snapshotChunkBytes + 64 * KiB) {
     problems.push('transport.message_bytes_max must hold one snapshot chunk (raft.snapshot_chunk_bytes) plus 64 KiB');
+  }
+  const storage = result.storage as Record<string, number> | undefined;
+  if (storage && raft && storage.walSegmentBytes < raft.entryBytesMax + 128 * KiB) {
+    problems.push(
+      `storage.wal_segment_bytes (${storage.walSegmentBytes}) must hold raft.entry_bytes_max (${raft.entryBytesMax}) plus 128 KiB`,
+    );
   }
   if (raft && raft.logEntriesKeep >= raft.logEntriesMax) {
     problems.push('raft.log_entries_keep must be below raft.log_entries_max');

@@ -1,6 +1,6 @@
 /**
- * `Daemon`: one rdld wired together. LevelDB (Raft log + block state machine in one database under
- * `<data_dir>/db`), the gRPC peer transport, the Raft node, the block API server and the operator
+ * `Daemon`: one rdld wired together. The Raft log in a write-ahead log of segment files under
+ * `<data_dir>/wal` and the block state machine in LevelDB under `<data_dir>/db`, the gRPC peer transport, the Raft node, the block API server and the operator
  * HTTP endpoint. `Daemon.start` brings them up in dependency order and tears down whatever it had
  * opened if a later step fails; `stop` takes them down in reverse order.
  */
@@ -21,7 +21,8 @@ import { DaemonMetrics } from './metrics.js';
 import { BlockStateMachine } from './storage/block-store.js';
 import { openDatabase } from './storage/database.js';
 import type { Database } from './storage/database.js';
-import { RaftLogStore } from './storage/raft-log-store.js';
+import { openRaftLog } from './storage/wal-migration.js';
+import type { WalLogStore } from './storage/wal-log-store.js';
 import { bindGrpcServer, listenError } from './transport/listen.js';
 import { GrpcTransport } from './transport/grpc-transport.js';
 
@@ -91,7 +92,7 @@ export class Daemon {
     private readonly logger: Logger,
     private readonly parts: {
       db: Database;
-      logStore: RaftLogStore;
+      logStore: WalLogStore;
       blocks: BlockStateMachine;
       transport: GrpcTransport;
       node: RaftNode;
@@ -121,7 +122,8 @@ export class Daemon {
       throw err;
     };
 
-    // Storage: one LevelDB database; its LOCK file is what keeps two daemons off one directory.
+    // Storage: LevelDB first: its LOCK file is what keeps two daemons off one data directory
+    // (the WAL beside it is only touched once the lock is held).
     let db: Database;
     try {
       db = await openDatabase(join(config.dataDir, 'db'));
@@ -130,13 +132,22 @@ export class Daemon {
     }
     cleanups.push({ what: 'database', close: () => db.close() });
     let blocks: BlockStateMachine;
-    const logStore = new RaftLogStore(db);
+    let logStore: WalLogStore;
     try {
-      blocks = await BlockStateMachine.open(db);
+      const opened = await openRaftLog(config.dataDir, db, { segmentBytes: config.storage.walSegmentBytes });
+      logStore = opened.store;
+      if (opened.migratedEntries !== null) {
+        log.info({ entries: opened.migratedEntries }, 'moved the Raft log from LevelDB to the WAL');
+      }
+      blocks = await BlockStateMachine.open(db, { log: logStore });
     } catch (err) {
       return fail(err);
     }
+    // Apply batches wait for the WAL (write-behind); compaction waits for the state they carry.
+    logStore.setStateBarrier((index) => blocks.whenDurableThrough(index));
     cleanups.push({ what: 'block store', close: () => blocks.close() });
+    // Closed before the block store (cleanups run in reverse): batches still waiting for a WAL
+    // sync that will never come (appends the stopped node never issued) then fail instead of hanging.
     cleanups.push({ what: 'log store', close: () => logStore.close() });
 
     // Peer transport: binds the peer port (DAEMON_PORT_IN_USE) and starts dialling.
@@ -310,8 +321,10 @@ export class Daemon {
     await closeQuietly('raft node', log, () => node.stop());
     await closeQuietly('transport', log, () => transport.close());
     if (health) await closeQuietly('health server', log, () => health.close());
-    await closeQuietly('block store', log, () => blocks.close());
+    // The log store first: block batches waiting for a WAL sync that will never come (appends the
+    // stopped node never issued) then fail instead of holding the block store's close forever.
     await closeQuietly('log store', log, () => logStore.close());
+    await closeQuietly('block store', log, () => blocks.close());
     await closeQuietly('database', log, () => db.close());
     log.info('stopped');
   }

@@ -9,17 +9,19 @@
  * different batches, so expiry and eviction happen per entry, never per batch.
  *
  * Atomicity: each `apply(entries)` becomes ONE LevelDB batch holding every block, volume and
- * session change of the batch plus the new applied index. It is written with `sync: false`: it
- * shares LevelDB's write-ahead log with the Raft log, whose appends are synced, and that log is
- * replayed in order, so a crash loses at most a suffix of apply batches together with their applied
- * index, and the Raft log (which still holds those entries) re-applies them. Before writing, an
- * apply waits until the log appends issued so far are synced (`whenLogSynced`), so the entries
- * always precede their effects in that log. docs/storage.md argues this in full.
+ * session change of the batch plus the new applied index. It is written with `sync: false`:
+ * LevelDB replays its own log in order, so a crash loses at most a suffix of apply batches together
+ * with their applied index, and the Raft log (the WAL, `wal-log-store.ts`), which still holds those
+ * entries, re-applies them. The effects must never be durable before their entries: a batch is
+ * written only once the WAL has synced its last entry (`LogSync.whenSyncedThrough`, with the term,
+ * so a replaced suffix does not count). The leader may apply an entry that its followers made
+ * committed before its own append of it has synced. Log compaction calls `whenDurableThrough`
+ * first (waits for the batches up to the index, then a synced LevelDB write), so the state stands
+ * in for the dropped entries. docs/storage.md argues this in full.
  *
  * Write-behind: `apply` resolves (and the Raft node acknowledges the commands, already committed
  * on a majority) once the batch's effects are in memory and its LevelDB write is queued, not once
- * the write lands. That write waits for the log append synced after it (LevelDB has one writer
- * queue), so awaiting it put a second fsync into every write's latency. Until a batch lands its
+ * the write lands (which waits for the WAL sync of the entries). Until a batch lands its
  * blocks stay in an in-memory overlay that reads and read-modify-writes consult first; batches are
  * written strictly in order, at most `PENDING_WRITES_MAX` queued (apply waits beyond that), and
  * snapshots, restores, close and garbage collection first wait for every queued batch. A failed
@@ -65,7 +67,6 @@ import {
 import { BlockSnapshotReader, BlockSnapshotWriter } from './block-snapshot.js';
 import { wrapLevelError, type Database } from './database.js';
 import { StorageErrorCode, storageError } from './errors.js';
-import { registerStateWrites, whenLogSynced } from './raft-log-store.js';
 import {
   ENTRY_TYPE_NORMAL,
   type Entry,
@@ -92,7 +93,21 @@ export interface BlockStateMachineOptions {
   volumesMax?: number;
   /** Close the database in `close()`. Default false. */
   isDatabaseOwned?: boolean;
+  /**
+   * The Raft log whose entries must be durable before their effects are written (the WAL store).
+   * Without one (tests of the state machine alone) batches are written at once.
+   */
+  log?: LogSync;
 }
+
+/** What the block store needs of the Raft log: when an entry is durable. */
+export interface LogSync {
+  /** Resolves once entry `index` of `term` (and so the log before it) is durable; rejects if it never will be. */
+  whenSyncedThrough(index: number, term: number): Promise<void>;
+}
+
+/** A key outside the state machine's prefixes, rewritten with `sync: true` to make earlier writes durable. */
+const DURABLE_MARK_KEY = Buffer.from([0x44]); // 'D'
 
 const ZERO_BLOCK = Buffer.alloc(BLOCK_SIZE_BYTES);
 
@@ -185,6 +200,9 @@ export class BlockStateMachine implements StateMachine, BlockStore {
   private writing: Promise<void> = Promise.resolve();
   private writesPending = 0;
   private batchSeq = 0;
+  private readonly log: LogSync | null;
+  /** Queued batch writes, oldest first: the first entry index each holds and when it lands. */
+  private readonly queuedWrites: { firstIndex: number; landed: Promise<void> }[] = [];
 
   private constructor(db: Database, options: BlockStateMachineOptions) {
     this.db = db;
@@ -193,7 +211,7 @@ export class BlockStateMachine implements StateMachine, BlockStore {
     this.sessionIdleMsMax = options.sessionIdleMsMax ?? 60 * 60 * 1000;
     this.volumesMax = options.volumesMax ?? 4096;
     this.isDatabaseOwned = options.isDatabaseOwned ?? false;
-    registerStateWrites(db, () => this.writing);
+    this.log = options.log ?? null;
     assert(this.sessionWindowSeqs >= 1 && this.sessionsMax >= 1 && this.volumesMax >= 1, 'limits are positive');
   }
 
@@ -254,7 +272,7 @@ export class BlockStateMachine implements StateMachine, BlockStore {
         results.push(await this.applyEntry(entry, batch));
       }
       const appliedIndex = entries[entries.length - 1].index;
-      this.queueWrite(batch, appliedIndex);
+      this.queueWrite(batch, entries[0].index, appliedIndex, entries[entries.length - 1].term);
       this.meta.appliedIndex = appliedIndex;
       return results;
     } finally {
@@ -614,7 +632,7 @@ export class BlockStateMachine implements StateMachine, BlockStore {
    * Puts the batch's blocks into the overlay and queues its LevelDB write after the earlier ones.
    * Garbage collection of volumes deleted in it starts once it landed.
    */
-  private queueWrite(batch: ApplyBatch, appliedIndex: number): void {
+  private queueWrite(batch: ApplyBatch, firstIndex: number, appliedIndex: number, lastTerm: number): void {
     const seq = ++this.batchSeq;
     for (const [id, { value }] of batch.blocks) this.overlay.set(id, { value, batchSeq: seq });
     // Encoded now: later batches mutate the same session and meta objects, and a record written
@@ -622,23 +640,51 @@ export class BlockStateMachine implements StateMachine, BlockStore {
     const operations = this.batchOperations(batch, appliedIndex);
     this.writesPending += 1;
     const previous = this.writing;
+    // Waiting for the log starts now (in parallel with the earlier batches' writes).
+    const logSynced = this.log?.whenSyncedThrough(appliedIndex, lastTerm) ?? null;
+    logSynced?.catch(() => undefined);
+    const queued = { firstIndex, landed: Promise.resolve() };
+    this.queuedWrites.push(queued);
     this.writing = (async () => {
       await previous;
       try {
         if (this.failure === null) {
-          await this.writeBatch(operations);
+          await this.writeBatch(operations, logSynced);
           for (const volumeId of batch.deletedVolumeIds) this.deletionsPending.add(volumeId);
         }
       } catch {
         // writeBatch recorded the failure: every later call rejects with it.
       } finally {
         this.writesPending -= 1;
+        this.queuedWrites.shift();
         for (const id of batch.blocks.keys()) {
           if (this.overlay.get(id)?.batchSeq === seq) this.overlay.delete(id);
         }
       }
       if (this.failure === null && batch.deletedVolumeIds.length > 0) this.startGarbageCollection();
     })();
+    queued.landed = this.writing;
+  }
+
+  /**
+   * Makes the state durable through entry `index`: waits for the queued batch writes holding
+   * entries at or below it (not for later ones, which may wait for log appends queued behind a
+   * compaction), then writes a mark with `sync: true`, which makes every earlier LevelDB write
+   * durable. The WAL store calls it before compacting the log through `index`.
+   */
+  async whenDurableThrough(index: number): Promise<void> {
+    this.checkUsable();
+    let landed: Promise<void> | null = null;
+    for (const queued of this.queuedWrites) if (queued.firstIndex <= index) landed = queued.landed;
+    if (landed !== null) await landed;
+    if (this.failure !== null) throw this.failure;
+    const mark = Buffer.allocUnsafe(8);
+    mark.writeDoubleBE(index, 0);
+    try {
+      await this.db.put(DURABLE_MARK_KEY, mark, { sync: true });
+    } catch (error) {
+      throw this.fail(wrapLevelError(error, 'syncing the block store'));
+    }
   }
 
   /**
@@ -673,11 +719,17 @@ export class BlockStateMachine implements StateMachine, BlockStore {
     return operations;
   }
 
-  private async writeBatch(operations: BatchOperation[]): Promise<void> {
+  private async writeBatch(operations: BatchOperation[], logSynced: Promise<void> | null): Promise<void> {
     try {
-      // The entries must precede their effects in the shared write-ahead log (see whenLogSynced).
-      await whenLogSynced(this.db);
-      await this.db.batch(operations, { sync: false });
+      // The entries must be durable before their effects (see the module comment).
+      if (logSynced !== null) await logSynced;
+      // A chained batch: cheaper in JS than an array batch (no per-operation object normalisation).
+      const batch = this.db.batch();
+      for (const operation of operations) {
+        if (operation.type === 'put') batch.put(operation.key, operation.value);
+        else batch.del(operation.key);
+      }
+      await batch.write({ sync: false });
     } catch (error) {
       throw this.fail(wrapLevelError(error, 'writing an applied batch'));
     }

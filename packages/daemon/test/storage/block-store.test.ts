@@ -3,17 +3,19 @@
 // writeZeroes and trim), one LevelDB batch per apply holding the applied index, restarts that
 // neither re-apply nor skip, exactly-once writes with client sessions (dedup, window, expiry in
 // log time, eviction), determinism across batch boundaries, lazy removal of deleted volumes, and
-// apply batches that never reach LevelDB's log before the Raft log appends they depend on, and
-// write-behind: with every LevelDB apply batch held back, apply still resolves, reads and partial-
-// block updates see the applied bytes (from the overlay), and a log compaction waits until the
-// held batches landed.
+// apply batches that never reach LevelDB before the WAL synced their entries (of the same term),
+// and write-behind: with the WAL's syncs held back (so every apply batch waits), apply still
+// resolves, reads and partial-block updates see the applied bytes (from the overlay), a log
+// compaction waits until the batches up to its index landed, and only those (no deadlock).
 import { createHash } from 'node:crypto';
 import test from 'ava';
 import { Tag, blockKey, deletionKey, stateKey } from '../../src/storage/block-keys.js';
 import type { BlockStateMachine } from '../../src/storage/block-store.js';
 import { BLOCK_SIZE_BYTES, type ApplyResult, type Command } from '../../src/storage/commands.js';
 import type { Database } from '../../src/storage/database.js';
-import { RaftLogStore } from '../../src/storage/raft-log-store.js';
+import { WAL_SEGMENT_BYTES_MIN, WalLogStore } from '../../src/storage/wal-log-store.js';
+import type { Entry } from '../../src/storage/raft-api.js';
+import { CrashFileSystem } from './crash-fs.js';
 import {
   sameBytes,
   LogBuilder,
@@ -193,16 +195,42 @@ test('trimming whole blocks deletes them: the volume is thin again', async (t) =
   await temp.cleanup();
 });
 
-/** Records every batch the database writes. */
+/** Records every batch the database writes (array batches and chained ones). */
 function spyOnBatches(db: Database): { sync: boolean | undefined; keys: Buffer[] }[] {
   const calls: { sync: boolean | undefined; keys: Buffer[] }[] = [];
+  type Chained = {
+    put(key: Buffer, value: Buffer): Chained;
+    del(key: Buffer): Chained;
+    write(options?: { sync?: boolean }): Promise<void>;
+  };
   const original = db.batch.bind(db) as unknown as (
-    operations: { key: Buffer }[],
+    operations?: { key: Buffer }[],
     options?: { sync?: boolean },
-  ) => Promise<void>;
+  ) => Promise<void> | Chained;
   (db as unknown as { batch: typeof original }).batch = (operations, options) => {
-    calls.push({ sync: options?.sync, keys: operations.map((operation) => operation.key) });
-    return original(operations, options);
+    if (operations !== undefined) {
+      calls.push({ sync: options?.sync, keys: operations.map((operation) => operation.key) });
+      return original(operations, options);
+    }
+    const chained = original() as Chained;
+    const keys: Buffer[] = [];
+    const spy: Chained = {
+      put(key, value) {
+        keys.push(key);
+        chained.put(key, value);
+        return spy;
+      },
+      del(key) {
+        keys.push(key);
+        chained.del(key);
+        return spy;
+      },
+      write(writeOptions) {
+        calls.push({ sync: writeOptions?.sync, keys });
+        return chained.write(writeOptions);
+      },
+    };
+    return spy;
   };
   return calls;
 }
@@ -537,35 +565,63 @@ test('deleting a volume removes its blocks in the background; a new volume of th
   await temp.cleanup();
 });
 
-test('an apply batch is written only after the log appends issued before it are synced', async (t) => {
-  const temp = await tempDatabase();
-  const logStore = new RaftLogStore(temp.db);
+/** A WAL store on a simulated file system whose syncs can be held, and a way to hold them. */
+async function heldLog(): Promise<{ logStore: WalLogStore; hold(): void; release(): void }> {
+  const fs = new CrashFileSystem();
+  const logStore = new WalLogStore('/d/wal', { fileSystem: fs, segmentBytes: WAL_SEGMENT_BYTES_MIN });
   await logStore.load();
-  const machine = await openMachine(temp.db);
+  let open: () => void = () => undefined;
+  return {
+    logStore,
+    hold() {
+      fs.syncGate = new Promise<void>((resolve) => (open = resolve));
+    },
+    release() {
+      fs.syncGate = null;
+      open();
+    },
+  };
+}
+
+async function turns(count: number): Promise<void> {
+  for (let i = 0; i < count; i++) await new Promise((resolve) => setImmediate(resolve));
+}
+
+test('an apply batch is written only once the WAL has synced its entries, of the same term', async (t) => {
+  const temp = await tempDatabase();
+  const { logStore, hold, release } = await heldLog();
+  const machine = await openMachine(temp.db, { log: logStore });
   const log = new LogBuilder();
   const create = log.add({ type: 'createVolume', name: 'v', sizeBytes: 4096, createdAtMs: 0 });
-  // Hold the synced log batch until released, and record the order in which batches reach LevelDB.
-  const order: string[] = [];
-  let release!: () => void;
-  const gate = new Promise<void>((resolve) => (release = resolve));
-  const original = temp.db.batch.bind(temp.db) as unknown as (
-    ops: unknown[],
-    options?: { sync?: boolean },
-  ) => Promise<void>;
-  (temp.db as unknown as { batch: typeof original }).batch = async (operations, options) => {
-    if (options?.sync === true) await gate;
-    order.push(options?.sync === true ? 'log' : 'apply');
-    return original(operations, options);
-  };
+  const meta = (): Promise<number> => countKeys(temp.db, stateKey(0, Tag.Meta), stateKey(0, Tag.Meta + 1));
   // The leader's own append of entry 1 is still syncing when its followers make it committed.
+  hold();
   const append = logStore.append([create], { term: 1, vote: null, commit: 0 });
-  const apply = machine.apply([create]);
-  for (let i = 0; i < 20; i++) await new Promise((resolve) => setImmediate(resolve));
-  t.deepEqual(order, [], 'the apply waits for the append');
+  await machine.apply([create]);
+  await turns(20);
+  t.is(await meta(), 0, 'the apply batch waits for the WAL sync');
   release();
-  await Promise.all([append, apply, machine.whenWritten()]);
-  t.deepEqual(order, ['log', 'apply']);
-  t.is(await machine.appliedIndex(), 1);
+  await Promise.all([append, machine.whenWritten()]);
+  t.is(await meta(), 1, 'and lands after it');
+  // Entry 2 of term 2 is applied while the WAL holds a stale entry 2 of term 1 (a follower's
+  // conflicting suffix whose replacement is still syncing): the batch waits for the replacement.
+  await logStore.append([{ index: 2, term: 1, type: 0, data: new Uint8Array(0) }], null);
+  const write: Entry = {
+    index: 2,
+    term: 2,
+    type: 0,
+    data: log.add({ type: 'write', volume: 'v', offset: 0, data: randomBytes(4096, 3) }).data,
+  };
+  hold();
+  const replace = logStore.append([write], { term: 2, vote: null, commit: 1 });
+  await machine.apply([write]);
+  let isWritten = false;
+  const written = machine.whenWritten().then(() => (isWritten = true));
+  await turns(20);
+  t.false(isWritten, 'entry 2 of term 1 does not stand for entry 2 of term 2');
+  release();
+  await Promise.all([replace, written]);
+  t.is(await countKeys(temp.db, blockKey(0, 1, 0), blockKey(0, 2, 0)), 1);
   await machine.close();
   await logStore.close();
   await temp.cleanup();
@@ -573,39 +629,32 @@ test('an apply batch is written only after the log appends issued before it are 
 
 test('write-behind: apply resolves before its batch lands; reads see it; a compaction waits for it', async (t) => {
   const temp = await tempDatabase();
-  const logStore = new RaftLogStore(temp.db);
-  await logStore.load();
-  const machine = await openMachine(temp.db);
+  const { logStore, hold, release } = await heldLog();
+  const machine = await openMachine(temp.db, { log: logStore });
+  logStore.setStateBarrier((index) => machine.whenDurableThrough(index));
   const log = new LogBuilder();
-  await applyOne(machine, log, { type: 'createVolume', name: 'v', sizeBytes: MiB, createdAtMs: 0 });
+  const create = log.add({ type: 'createVolume', name: 'v', sizeBytes: MiB, createdAtMs: 0 });
+  await logStore.append([create], null);
+  await machine.apply([create]);
   await machine.whenWritten();
-  // Hold every unsynced (apply) batch until released.
-  let release!: () => void;
-  const gate = new Promise<void>((resolve) => (release = resolve));
-  let held = 0;
-  const original = temp.db.batch.bind(temp.db) as unknown as (
-    ops: unknown[],
-    options?: { sync?: boolean },
-  ) => Promise<void>;
-  (temp.db as unknown as { batch: typeof original }).batch = async (operations, options) => {
-    if (options?.sync !== true) {
-      held++;
-      await gate;
-    }
-    return original(operations, options);
-  };
+  // Hold the WAL's syncs, so every apply batch waits.
+  hold();
   const model = Buffer.alloc(4 * BLOCK_SIZE_BYTES);
   const whole = randomBytes(2 * BLOCK_SIZE_BYTES, 7);
   model.set(whole, 0);
-  await applyOne(machine, log, { type: 'write', volume: 'v', offset: 0, data: whole });
-  // A partial write over a block whose whole-block write has not landed: read-modify-write must
-  // start from the applied bytes, not from LevelDB's (zeros).
   const part = randomBytes(100, 8);
+  const commands: Command[] = [
+    { type: 'write', volume: 'v', offset: 0, data: whole },
+    // A partial write over a block whose whole-block write has not landed: read-modify-write must
+    // start from the applied bytes, not from LevelDB's (zeros).
+    { type: 'write', volume: 'v', offset: BLOCK_SIZE_BYTES + 50, data: part },
+    { type: 'trim', volume: 'v', offset: 0, length: BLOCK_SIZE_BYTES },
+  ];
+  const entries = commands.map((command) => log.add(command));
+  const append = logStore.append(entries, null);
+  for (const entry of entries) await machine.apply([entry]);
   model.set(part, BLOCK_SIZE_BYTES + 50);
-  await applyOne(machine, log, { type: 'write', volume: 'v', offset: BLOCK_SIZE_BYTES + 50, data: part });
-  await applyOne(machine, log, { type: 'trim', volume: 'v', offset: 0, length: BLOCK_SIZE_BYTES });
   model.fill(0, 0, BLOCK_SIZE_BYTES);
-  t.true(held >= 1, 'the batches are held');
   t.is(await machine.appliedIndex(), 4);
   sameBytes(t, await machine.read('v', 0, model.length), model, 'a multi-block read sees the overlay');
   sameBytes(
@@ -622,13 +671,40 @@ test('write-behind: apply resolves before its batch lands; reads see it; a compa
       true,
     )
     .then(() => (isCompacted = true));
-  for (let i = 0; i < 20; i++) await new Promise((resolve) => setImmediate(resolve));
+  await turns(20);
   t.false(isCompacted, 'the compaction waits for the held apply batches');
   release();
-  await compaction;
-  await machine.whenWritten();
+  await Promise.all([append, compaction]);
   t.is(await countKeys(temp.db, blockKey(0, 1, 0), blockKey(0, 2, 0)), 1, 'block 1 landed, block 0 trimmed');
   sameBytes(t, await machine.read('v', 0, model.length), model, 'the same bytes from LevelDB');
+  await machine.close();
+  await logStore.close();
+  await temp.cleanup();
+});
+
+test('a compaction waits only for the batches up to its index, not for later ones (no deadlock)', async (t) => {
+  const temp = await tempDatabase();
+  const { logStore, hold, release } = await heldLog();
+  const machine = await openMachine(temp.db, { log: logStore });
+  logStore.setStateBarrier((index) => machine.whenDurableThrough(index));
+  const log = new LogBuilder();
+  const create = log.add({ type: 'createVolume', name: 'v', sizeBytes: MiB, createdAtMs: 0 });
+  await logStore.append([create], null);
+  await machine.apply([create]);
+  // Entry 2 is applied (committed by the followers) before the leader's own append of it is
+  // issued: its batch waits for an append that the driver queues behind the compaction.
+  const write = log.add({ type: 'write', volume: 'v', offset: 0, data: randomBytes(4096, 5) });
+  await machine.apply([write]);
+  await logStore.applySnapshot(
+    { index: 1, term: 1, conf: { voters: ['a'], learners: [], votersOutgoing: [], learnersNext: [] } },
+    true,
+  );
+  t.pass('the compaction through 1 did not wait for the batch of entry 2');
+  hold();
+  const append = logStore.append([write], null);
+  release();
+  await Promise.all([append, machine.whenWritten()]);
+  t.is(await countKeys(temp.db, blockKey(0, 1, 0), blockKey(0, 1, 1)), 1);
   await machine.close();
   await logStore.close();
   await temp.cleanup();

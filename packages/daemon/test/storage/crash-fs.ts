@@ -38,6 +38,8 @@ export class CrashFileSystem implements WalFileSystem {
   writes = 0;
   /** Set to make every datasync take one turn of the event loop (so crashes can land mid-sync). */
   isSlow = false;
+  /** While set, every datasync waits for it (tests holding the log's syncs). */
+  syncGate: Promise<void> | null = null;
 
   async makeDirectory(directory: string): Promise<void> {
     for (let d = directory; !this.directories.has(d) && d !== dirname(d); d = dirname(d)) this.directories.add(d);
@@ -128,6 +130,7 @@ export class CrashFileSystem implements WalFileSystem {
       this[what] += 1;
     };
     const isSlow = (): boolean => this.isSlow;
+    const gate = (): Promise<void> | null => this.syncGate;
     let isClosed = false;
     const file = (): SimFile => {
       const found = files.get(path);
@@ -144,6 +147,7 @@ export class CrashFileSystem implements WalFileSystem {
       async datasync() {
         const target = file();
         if (isSlow()) await new Promise((resolve) => setImmediate(resolve));
+        await gate();
         count('datasyncs');
         target.durable = Buffer.from(target.current);
         target.unsynced = [];

@@ -6,8 +6,10 @@
  */
 import { BlockStateMachine } from '../../src/storage/block-store.js';
 import { encodeCommand, type Command } from '../../src/storage/commands.js';
-import { openDatabase } from '../../src/storage/database.js';
-import { RaftLogStore } from '../../src/storage/raft-log-store.js';
+import { join } from 'node:path';
+import { openDatabase, type Database } from '../../src/storage/database.js';
+import { openRaftLog } from '../../src/storage/wal-migration.js';
+import type { WalLogStore } from '../../src/storage/wal-log-store.js';
 import type { Entry } from '../../src/storage/raft-api.js';
 import { randomBytes, seededRandom } from './helpers.js';
 
@@ -29,6 +31,29 @@ export function commandAt(index: number): Command {
     seq: index,
     ackedBelow: Math.max(1, index - 16),
     atMs: index,
+  };
+}
+
+/** 1 MiB segments: the workload's few MiB of log roll over several times. */
+export const CRASH_SEGMENT_BYTES = 1024 * 1024;
+
+/** Opens the workload's storage in `directory`: LevelDB in `db/`, the WAL in `wal/`, wired like the daemon. */
+export async function openStorage(
+  directory: string,
+): Promise<{ db: Database; logStore: WalLogStore; machine: BlockStateMachine; close(): Promise<void> }> {
+  const db = await openDatabase(join(directory, 'db'));
+  const { store: logStore } = await openRaftLog(directory, db, { segmentBytes: CRASH_SEGMENT_BYTES });
+  const machine = await BlockStateMachine.open(db, { log: logStore });
+  logStore.setStateBarrier((index) => machine.whenDurableThrough(index));
+  return {
+    db,
+    logStore,
+    machine,
+    async close() {
+      await logStore.close();
+      await machine.close();
+      await db.close();
+    },
   };
 }
 
@@ -55,10 +80,8 @@ export type KillPhase = 'append' | 'apply';
  * says) and kills itself with SIGKILL while the step's LevelDB writes are in flight.
  */
 async function runChild(directory: string, seed: number, killAtApplied: number, phase: KillPhase): Promise<void> {
-  const db = await openDatabase(directory);
-  const logStore = new RaftLogStore(db);
+  const { logStore, machine } = await openStorage(directory);
   const state = await logStore.load();
-  const machine = await BlockStateMachine.open(db);
   let last = state.entries.length > 0 ? state.entries[state.entries.length - 1].index : 0;
   let applied = await machine.appliedIndex();
   const next = seededRandom(seed);

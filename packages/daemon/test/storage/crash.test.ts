@@ -3,8 +3,9 @@
 // the bytes of entries 1..appliedIndex of a log of overlapping writes (the applied index is atomic
 // with the effects: it fails when they are written separately with a window of a few ms), nothing
 // reported applied is lost, the log covers the applied index, and resuming at appliedIndex + 1
-// ends in the state of the whole log. (A kill loses no data the process had handed to the OS; the
-// power-loss half of the argument is in docs/storage.md and the write-order test.)
+// ends in the state of the whole log. The Raft log is the WAL (1 MiB segments, so kills also land
+// around rollovers) and the block store writes behind it, as in the daemon. (A kill loses no data
+// the process had handed to the OS; the power-loss half is in wal-log-store.test.ts, simulated.)
 import { spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -12,10 +13,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import test from 'ava';
-import { BlockStateMachine } from '../../src/storage/block-store.js';
-import { openDatabase } from '../../src/storage/database.js';
-import { RaftLogStore } from '../../src/storage/raft-log-store.js';
-import { VOLUME_SIZE_BYTES, entryAt, modelAt, type KillPhase } from './crash-workload.js';
+import { VOLUME_SIZE_BYTES, entryAt, modelAt, openStorage, type KillPhase } from './crash-workload.js';
 import { sameBytes } from './helpers.js';
 
 const workload = fileURLToPath(new URL('./crash-workload.js', import.meta.url));
@@ -51,10 +49,9 @@ test('SIGKILL during appends and applies: applied index atomic with effects, res
     target += 40;
     const phase: KillPhase = cycle % 4 === 3 ? 'append' : 'apply';
     const report = await runUntilKilled(directory, cycle + 1, target, phase);
-    const db = await openDatabase(directory);
-    const logStore = new RaftLogStore(db);
+    const storage = await openStorage(directory);
+    const { logStore, machine } = storage;
     const state = await logStore.load();
-    const machine = await BlockStateMachine.open(db);
     const applied = await machine.appliedIndex();
     const last = state.entries.length > 0 ? state.entries[state.entries.length - 1].index : 0;
     t.true(applied >= report.applied, `cycle ${cycle}: applied ${applied} >= reported ${report.applied}`);
@@ -66,15 +63,12 @@ test('SIGKILL during appends and applies: applied index atomic with effects, res
       `cycle ${cycle}: state = entries 1..${applied}`,
     );
     target = Math.max(target, applied);
-    await machine.close();
-    await logStore.close();
-    await db.close();
+    await storage.close();
   }
   // Resume like the driver: apply what the log holds after the applied index.
-  const db = await openDatabase(directory);
-  const logStore = new RaftLogStore(db);
+  const storage = await openStorage(directory);
+  const { logStore, machine } = storage;
   const state = await logStore.load();
-  const machine = await BlockStateMachine.open(db);
   const from = (await machine.appliedIndex()) + 1;
   const last = state.entries[state.entries.length - 1].index;
   const rest = state.entries.filter((entry) => entry.index >= from);
@@ -88,8 +82,8 @@ test('SIGKILL during appends and applies: applied index atomic with effects, res
   );
   if (rest.length > 0) await machine.apply(rest);
   sameBytes(t, await machine.read('v', 0, VOLUME_SIZE_BYTES), modelAt(last), 'the whole log applied');
-  await machine.close();
-  await logStore.close();
-  await db.close();
+  await machine.whenWritten();
+  t.true(logStore.segmentSeqs.length > 1, `the WAL rolled over (segments ${logStore.segmentSeqs.join(',')})`);
+  await storage.close();
   await rm(directory, { recursive: true, force: true });
 });
