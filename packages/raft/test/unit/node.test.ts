@@ -2,7 +2,8 @@
 // in-memory storage that can stall writes, a state machine that echoes): election from ticks,
 // propose() resolving with the proposer's apply result, fail-fast RAFT_NOT_LEADER with a leader
 // hint, readIndex, leadership transfer, group commit of appends, RAFT_STOPPED on stop, and abort
-// listeners removed once a call settles (no leak with one long-lived signal).
+// listeners removed once a call settles (no leak with one long-lived signal), and a follower whose
+// event loop stalls not deposing a healthy leader.
 import { getEventListeners, setMaxListeners } from 'node:events';
 import test from 'ava';
 import { MessageType, RaftNode } from '../../src/index.js';
@@ -305,4 +306,75 @@ test('one long-lived AbortSignal passed to many calls keeps no listener once the
   leader.storage.stall = null;
   release();
   for (const n of c.nodes.values()) await n.node.stop();
+});
+
+test('a follower whose event loop stalls does not depose a healthy leader (clock-time ticks, PreVote)', async (t) => {
+  // 1 MiB writes can keep a follower's event loop busy past an election timeout. After the stall
+  // Node runs the overdue tick before the heartbeats that waited in the socket, so (1) one stall
+  // must not count as a whole election timeout of ticks, and (2) even a follower that does time out
+  // (several stalls in a row) must not disrupt the leader: with PreVote the others, who hear from
+  // the leader, refuse it, and it follows the leader again at the next heartbeat.
+  const clocks = new Map(ids.map((id) => [id, new ManualClock()]));
+  const hub = new Hub();
+  const nodes = new Map<string, RaftNode>();
+  for (const [i, id] of ids.entries()) {
+    const node = await RaftNode.create({
+      id,
+      peers: ids,
+      storage: new MemoryStorage(),
+      transport: hub.transport(id),
+      stateMachine: new EchoMachine(),
+      clock: clocks.get(id)!,
+      random: seededRandom(i + 31),
+    });
+    nodes.set(id, node);
+    node.start();
+  }
+  const advanceAll = async (ticks: number, except: string | null = null): Promise<void> => {
+    for (let i = 0; i < ticks; i++) {
+      for (const [id, clock] of clocks) if (id !== except) clock.advance(50);
+      await yieldTurns(5);
+    }
+  };
+  for (let i = 0; i < 200 && ![...nodes.values()].some((n) => n.status().role === 'leader'); i++) await advanceAll(1);
+  await advanceAll(5);
+  const leaderId = [...nodes].find(([, n]) => n.status().role === 'leader')![0];
+  const term = nodes.get(leaderId)!.status().term;
+  const followerId = ids.find((id) => id !== leaderId)!;
+  const follower = nodes.get(followerId)!;
+  // Messages to the stalled follower wait, as they would in its socket, until its timer has fired.
+  const held: (() => void)[] = [];
+  const stallOnce = async (): Promise<void> => {
+    const originalSend = hub.handlers.get(followerId)!;
+    hub.filter = (m) => {
+      if (m.to !== followerId) return true;
+      held.push(() => originalSend(m));
+      return false;
+    };
+    await advanceAll(40, followerId); // two election timeouts for everyone else
+    clocks.get(followerId)!.stall(40 * 50); // the follower's overdue tick fires once
+    await yieldTurns(5);
+  };
+  const release = async (): Promise<void> => {
+    hub.filter = () => true;
+    for (const deliver of held.splice(0)) deliver();
+    await advanceAll(3);
+  };
+  await stallOnce();
+  t.is(follower.status().role, 'follower', 'one stall counts at most half an election timeout');
+  await release();
+  // Several stalls in a row without the heartbeats in between: the follower times out.
+  let stalls = 0;
+  while (follower.status().role === 'follower' && stalls < 10) {
+    await stallOnce();
+    stalls++;
+  }
+  t.not(follower.status().role, 'follower', `campaigning after ${stalls} stalls in a row`);
+  await release();
+  await advanceAll(10);
+  t.is(nodes.get(leaderId)!.status().role, 'leader');
+  t.is(nodes.get(leaderId)!.status().term, term, 'no term change: PreVote refused the campaign');
+  t.is(follower.status().role, 'follower');
+  t.is(follower.status().leader, leaderId);
+  for (const n of nodes.values()) await n.stop();
 });
