@@ -6,7 +6,7 @@
  */
 import * as grpc from '@grpc/grpc-js';
 import { GRPC_SERVER_OPTIONS, blockService, toGrpcError } from '@rdl/client/wire';
-import type { BlockServer, IoRequest, IoResponse, VolumeInfo } from '@rdl/client/wire';
+import type { BlockServer, IoRequest, IoRequestBatch, IoResponse, VolumeInfo } from '@rdl/client/wire';
 
 export interface FakeBlockServer {
   readonly address: string;
@@ -67,15 +67,19 @@ export async function startFakeBlockServer(volumes: Record<string, number>): Pro
       callback(null, { volume: info(name) });
     },
     io: (call) => {
-      call.on('data', (request: IoRequest) => {
-        state.ioRequests++;
-        if (state.isHolding) return;
-        if (state.unavailableNext > 0) {
-          state.unavailableNext--;
-          call.write({ id: request.id, ok: false, error: { code: 'UNAVAILABLE', message: 'fake: no quorum' } });
-          return;
+      // Io messages are batches (IoRequestBatch); each request is answered in a message of its own.
+      call.on('data', (batch: IoRequestBatch) => {
+        for (const request of batch.requests) {
+          state.ioRequests++;
+          if (state.isHolding) continue;
+          if (state.unavailableNext > 0) {
+            state.unavailableNext--;
+            const error = { code: 'UNAVAILABLE', message: 'fake: no quorum' };
+            call.write({ responses: [{ id: request.id, ok: false, error }] });
+            continue;
+          }
+          call.write({ responses: [serve(state, request)] });
         }
-        call.write(serve(state, request));
       });
       call.on('end', () => call.end());
       call.on('error', () => {});

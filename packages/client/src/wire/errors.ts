@@ -16,7 +16,7 @@ export const WireCode = Object.freeze({
   OUT_OF_RANGE: 'OUT_OF_RANGE',
   /** A malformed request: bad name, negative or unsafe number, unknown op, shrink, unknown region... */
   INVALID_ARGUMENT: 'INVALID_ARGUMENT',
-  /** One IO request above `IO_REQUEST_BYTES_MAX`. */
+  /** One IO request above `IO_REQUEST_BYTES_MAX`, or one `Io` message above `IO_BATCH_REQUESTS_MAX` requests. */
   TOO_LARGE: 'TOO_LARGE',
   /** This daemon is not the leader; `leader` / `leaderAddress` tell where it is when known. */
   NOT_LEADER: 'NOT_LEADER',

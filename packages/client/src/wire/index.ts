@@ -8,6 +8,8 @@ export {
   BLOCK_SIZE_BYTES,
   GRPC_CHANNEL_OPTIONS,
   GRPC_SERVER_OPTIONS,
+  IO_BATCH_BYTES_MAX,
+  IO_BATCH_REQUESTS_MAX,
   IO_REQUEST_BYTES_MAX,
   IO_STREAM_INFLIGHT_BYTES_MAX,
   IO_STREAM_INFLIGHT_MAX,
@@ -29,7 +31,14 @@ export {
 } from './errors.js';
 export { BLOCK_SERVICE_NAME, blockService } from './service.js';
 export type { BlockServer, BlockUnaryMethod } from './service.js';
-export { checkIoRequest, checkVolumeName, checkVolumeSize, isMutatingOp } from './validate.js';
+export {
+  checkIoBatch,
+  checkIoRequest,
+  checkVolumeName,
+  checkVolumeSize,
+  isIoRequestId,
+  isMutatingOp,
+} from './validate.js';
 export type {
   CreateVolumeRequest,
   CreateVolumeResponse,
@@ -39,7 +48,9 @@ export type {
   GrowVolumeResponse,
   IoOp,
   IoRequest,
+  IoRequestBatch,
   IoResponse,
+  IoResponseBatch,
   LeaderInfo,
   ListVolumesRequest,
   ListVolumesResponse,

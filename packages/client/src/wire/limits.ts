@@ -18,11 +18,30 @@ export const IO_STREAM_INFLIGHT_MAX = 1024;
  */
 export const IO_STREAM_INFLIGHT_BYTES_MAX = 64 * 1024 * 1024;
 
-/** Envelope allowance on top of the payload of one message (field names, ids, volume name). */
-const MESSAGE_OVERHEAD_BYTES_MAX = 64 * 1024;
+/**
+ * Most requests (or responses) one `Io` stream message carries. A batch above it fails the stream
+ * with `TOO_LARGE`; senders split larger bursts into several messages.
+ */
+export const IO_BATCH_REQUESTS_MAX = 256;
 
-/** Largest encoded message either side accepts (grpc-js defaults to 4 MiB, too small for a full 4 MiB write). */
-export const MESSAGE_BYTES_MAX = IO_REQUEST_BYTES_MAX + MESSAGE_OVERHEAD_BYTES_MAX;
+/**
+ * Payload bytes (write data in a request batch, read data in a response batch) a sender puts in
+ * one `Io` message; a single request or response above it travels alone. Receivers need not check
+ * it: `MESSAGE_BYTES_MAX` is the hard ceiling, enforced by gRPC.
+ */
+export const IO_BATCH_BYTES_MAX = IO_REQUEST_BYTES_MAX;
+
+/**
+ * Envelope allowance on top of the payload of one message: field names, ids, volume names,
+ * sessions and error messages of up to `IO_BATCH_REQUESTS_MAX` requests (about 2 KiB each).
+ */
+const MESSAGE_OVERHEAD_BYTES_MAX = 512 * 1024;
+
+/**
+ * Largest encoded message either side accepts (grpc-js defaults to 4 MiB, too small for a full
+ * 4 MiB write): a batch's payload (`IO_BATCH_BYTES_MAX`) plus its envelopes.
+ */
+export const MESSAGE_BYTES_MAX = IO_BATCH_BYTES_MAX + MESSAGE_OVERHEAD_BYTES_MAX;
 
 /** Largest volume: 1 PiB keeps every byte offset a safe integer with room to spare. */
 export const VOLUME_SIZE_BYTES_MAX = 2 ** 50;

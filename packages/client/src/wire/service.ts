@@ -13,8 +13,8 @@ import type {
   DeleteVolumeResponse,
   GrowVolumeRequest,
   GrowVolumeResponse,
-  IoRequest,
-  IoResponse,
+  IoRequestBatch,
+  IoResponseBatch,
   ListVolumesRequest,
   ListVolumesResponse,
   StatVolumeRequest,
@@ -43,9 +43,10 @@ function method<Request, Response>(name: string, isStreaming: boolean): MethodDe
 
 /**
  * The server side of `rdl.v1.Block` as grpc-js wants it: `server.addService(blockService, impl)`.
- * Unary calls fail with `callback(toGrpcError(e))`; `io` answers each request with one
- * `IoResponse` (any order) and ends the stream with `call.emit('error', toGrpcError(e))` only for
- * stream-wide failures (e.g. the daemon stopped being leader and drops every in-flight request).
+ * Unary calls fail with `callback(toGrpcError(e))`; `io` reads `IoRequestBatch` messages, answers
+ * each request with one `IoResponse` (any order, gathered into `IoResponseBatch` messages) and ends
+ * the stream with `call.emit('error', toGrpcError(e))` only for stream-wide failures (a malformed
+ * batch, or e.g. the daemon stopped being leader and drops every in-flight request).
  */
 export interface BlockServer extends UntypedServiceImplementation {
   createVolume: handleUnaryCall<CreateVolumeRequest, CreateVolumeResponse>;
@@ -55,7 +56,7 @@ export interface BlockServer extends UntypedServiceImplementation {
   growVolume: handleUnaryCall<GrowVolumeRequest, GrowVolumeResponse>;
   status: handleUnaryCall<StatusRequest, StatusResponse>;
   transferLeader: handleUnaryCall<TransferLeaderRequest, TransferLeaderResponse>;
-  io: handleBidiStreamingCall<IoRequest, IoResponse>;
+  io: handleBidiStreamingCall<IoRequestBatch, IoResponseBatch>;
 }
 
 /**
@@ -71,7 +72,7 @@ export const blockService = Object.freeze({
   growVolume: method<GrowVolumeRequest, GrowVolumeResponse>('GrowVolume', false),
   status: method<StatusRequest, StatusResponse>('Status', false),
   transferLeader: method<TransferLeaderRequest, TransferLeaderResponse>('TransferLeader', false),
-  io: method<IoRequest, IoResponse>('Io', true),
+  io: method<IoRequestBatch, IoResponseBatch>('Io', true),
 }) satisfies ServiceDefinition<BlockServer>;
 
 /** Names of the unary methods of the service. */

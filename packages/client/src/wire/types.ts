@@ -113,7 +113,8 @@ export type IoOp = 'read' | 'write' | 'writeZeroes' | 'trim' | 'flush';
 
 /**
  * One IO request on the `Io` stream. Requests are multiplexed by `id` (unique among the requests
- * in flight on one stream, chosen by the client) and answered in any order.
+ * in flight on one stream, chosen by the client) and answered in any order. They travel in
+ * batches: see `IoRequestBatch`.
  *
  * - `read`: `length` bytes at `offset`; `data` absent.
  * - `write`: `data` at `offset`; `length` equals `data.length`.
@@ -126,7 +127,8 @@ export type IoOp = 'read' | 'write' | 'writeZeroes' | 'trim' | 'flush';
  * `ackedBelow` tells the server every seq below it has been answered to the caller, so it may
  * forget them. The state machine applies each (session, seq) at most once; a retry of an applied
  * seq is answered `ok` without applying it again, so it can never overwrite a newer write.
- * Non-mutating ops (`read`, `flush`) send `seq` = 0.
+ * Non-mutating ops (`read`, `flush`) may omit `session`, `seq` and `ackedBelow` (the SDK does, to
+ * keep reads small); when present they must be well-formed and are ignored.
  */
 export interface IoRequest {
   id: number;
@@ -135,9 +137,26 @@ export interface IoRequest {
   offset: number;
   length: number;
   data?: Uint8Array;
-  session: string;
-  seq: number;
-  ackedBelow: number;
+  /** Required on mutating ops. */
+  session?: string;
+  /** Required (>= 1) on mutating ops; 0 or absent otherwise. */
+  seq?: number;
+  /** Required on mutating ops (<= `seq`); 0 or absent otherwise. */
+  ackedBelow?: number;
+}
+
+/**
+ * One message of the client's half of the `Io` stream: 1 to `IO_BATCH_REQUESTS_MAX` requests.
+ * Batching is how the stream stays cheap per request: one gRPC message, one msgpack decode and one
+ * ReadIndex for many requests. Senders keep the write payloads of one batch within
+ * `IO_BATCH_BYTES_MAX` (a single request of up to `IO_REQUEST_BYTES_MAX` always travels alone if
+ * need be). A batch that is not a map with a `requests` array, is empty, or holds a request
+ * without a usable `id` fails the stream with `INVALID_ARGUMENT`; one above
+ * `IO_BATCH_REQUESTS_MAX` requests fails it with `TOO_LARGE`. Any other problem of a request is
+ * answered for that request alone.
+ */
+export interface IoRequestBatch {
+  requests: IoRequest[];
 }
 
 /** An error as carried on the wire (in an `IoResponse`, or rebuilt from trailing metadata). */
@@ -157,4 +176,14 @@ export interface IoResponse {
   ok: boolean;
   data?: Uint8Array;
   error?: WireError;
+}
+
+/**
+ * One message of the server's half of the `Io` stream: 1 to `IO_BATCH_REQUESTS_MAX` responses,
+ * whatever batches their requests came in (a server gathers the answers ready in the same turn of
+ * its event loop), with read payloads within `IO_BATCH_BYTES_MAX` unless a single response is
+ * larger on its own.
+ */
+export interface IoResponseBatch {
+  responses: IoResponse[];
 }

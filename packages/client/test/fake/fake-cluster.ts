@@ -8,8 +8,11 @@ import * as grpc from '@grpc/grpc-js';
 import {
   BLOCK_SIZE_BYTES,
   GRPC_SERVER_OPTIONS,
+  IO_BATCH_BYTES_MAX,
+  IO_BATCH_REQUESTS_MAX,
   WireCode,
   blockService,
+  checkIoBatch,
   checkIoRequest,
   checkVolumeName,
   checkVolumeSize,
@@ -19,7 +22,9 @@ import {
 import type {
   BlockServer,
   IoRequest,
+  IoRequestBatch,
   IoResponse,
+  IoResponseBatch,
   MemberStatus,
   StatusResponse,
   TransferLeaderResponse,
@@ -48,10 +53,12 @@ export interface SeenIo {
   request: IoRequest;
 }
 
+type IoCall = grpc.ServerDuplexStream<IoRequestBatch, IoResponseBatch>;
+
 interface Held {
   node: number;
   request: IoRequest;
-  call: grpc.ServerDuplexStream<IoRequest, IoResponse>;
+  call: IoCall;
 }
 
 interface Volume {
@@ -80,7 +87,9 @@ export class FakeCluster {
   /** Most requests seen in flight at once on one stream. */
   inflightPeak = 0;
   streamsOpened = 0;
-  private readonly streams = new Set<grpc.ServerDuplexStream<IoRequest, IoResponse>>();
+  /** Number of requests in each Io message the nodes received, in arrival order. */
+  readonly batchSizes: number[] = [];
+  private readonly streams = new Set<IoCall>();
   private readonly inflightByStream = new Map<number, number>();
 
   static async start(size = 3): Promise<FakeCluster> {
@@ -145,10 +154,27 @@ export class FakeCluster {
     return error;
   }
 
-  private answer(call: grpc.ServerDuplexStream<IoRequest, IoResponse>, response: IoResponse): void {
+  /**
+   * Answers in as few messages as the batch limits allow (a real server gathers the answers of
+   * one turn the same way).
+   */
+  private answer(call: IoCall, ...responses: IoResponse[]): void {
+    if (responses.length === 0) return;
     const streamId = (call as unknown as { fakeId: number }).fakeId;
-    this.inflightByStream.set(streamId, (this.inflightByStream.get(streamId) ?? 1) - 1);
-    call.write(response);
+    this.inflightByStream.set(streamId, (this.inflightByStream.get(streamId) ?? responses.length) - responses.length);
+    let batch: IoResponse[] = [];
+    let bytes = 0;
+    for (const response of responses) {
+      const size = response.data?.length ?? 0;
+      if (batch.length > 0 && (batch.length >= IO_BATCH_REQUESTS_MAX || bytes + size > IO_BATCH_BYTES_MAX)) {
+        call.write({ responses: batch });
+        batch = [];
+        bytes = 0;
+      }
+      batch.push(response);
+      bytes += size;
+    }
+    call.write({ responses: batch });
   }
 
   /** Serves one IO request as a leader would, with the dedup the state machine does. */
@@ -172,14 +198,17 @@ export class FakeCluster {
       };
     }
     if (isMutatingOp(request.op)) {
-      let applied = this.sessions.get(request.session);
+      // checkIoRequest guarantees the session fields of a mutating op.
+      const session = request.session!;
+      const seq = request.seq!;
+      let applied = this.sessions.get(session);
       if (applied === undefined) {
         applied = new Set();
-        this.sessions.set(request.session, applied);
+        this.sessions.set(session, applied);
       }
-      for (const seq of applied) if (seq < request.ackedBelow) applied.delete(seq);
-      if (!applied.has(request.seq)) {
-        applied.add(request.seq);
+      for (const each of applied) if (each < request.ackedBelow!) applied.delete(each);
+      if (!applied.has(seq)) {
+        applied.add(seq);
         const key = `${request.session}:${request.seq}`;
         this.applyCounts.set(key, (this.applyCounts.get(key) ?? 0) + 1);
         if (request.op === 'write') volume.data.set(request.data!, request.offset);
@@ -293,35 +322,46 @@ export class FakeCluster {
           this.streams.delete(call);
           call.end();
         });
-        call.on('data', (request: IoRequest) => {
-          const inflight = (this.inflightByStream.get(streamId) ?? 0) + 1;
-          this.inflightByStream.set(streamId, inflight);
-          this.inflightPeak = Math.max(this.inflightPeak, inflight);
-          const seen: SeenIo = { node, streamId, request };
-          this.seen.push(seen);
-          const decision: IoHookResult =
-            node === this.leader && this.ioHook !== undefined ? this.ioHook(seen) : { action: 'serve' };
-          switch (decision.action) {
-            case 'serve':
-              this.answer(call, this.serve(node, request));
-              return;
-            case 'applyAndSwallow':
-              this.serve(node, request);
-              return;
-            case 'swallow':
-              return;
-            case 'error':
-              this.answer(call, { id: request.id, ok: false, error: decision.error });
-              return;
-            case 'hold':
-              this.held.push({ node, request, call });
-              return;
-            case 'applyAndDropStream':
-              this.serve(node, request);
-              this.streams.delete(call);
-              call.emit('error', toGrpcError({ code: WireCode.UNAVAILABLE, message: 'fake: stream dropped' }));
-              return;
+        call.on('data', (message: IoRequestBatch) => {
+          const problem = checkIoBatch(message);
+          if (problem !== undefined) {
+            call.emit('error', toGrpcError(problem));
+            return;
           }
+          const batch = message;
+          this.batchSizes.push(batch.requests.length);
+          const answers: IoResponse[] = [];
+          for (const request of batch.requests) {
+            const inflight = (this.inflightByStream.get(streamId) ?? 0) + 1;
+            this.inflightByStream.set(streamId, inflight);
+            this.inflightPeak = Math.max(this.inflightPeak, inflight);
+            const seen: SeenIo = { node, streamId, request };
+            this.seen.push(seen);
+            const decision: IoHookResult =
+              node === this.leader && this.ioHook !== undefined ? this.ioHook(seen) : { action: 'serve' };
+            switch (decision.action) {
+              case 'serve':
+                answers.push(this.serve(node, request));
+                break;
+              case 'applyAndSwallow':
+                this.serve(node, request);
+                break;
+              case 'swallow':
+                break;
+              case 'error':
+                answers.push({ id: request.id, ok: false, error: decision.error });
+                break;
+              case 'hold':
+                this.held.push({ node, request, call });
+                break;
+              case 'applyAndDropStream':
+                this.serve(node, request);
+                this.streams.delete(call);
+                call.emit('error', toGrpcError({ code: WireCode.UNAVAILABLE, message: 'fake: stream dropped' }));
+                return;
+            }
+          }
+          this.answer(call, ...answers);
         });
       },
     };

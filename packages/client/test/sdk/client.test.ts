@@ -4,12 +4,13 @@
 // rotation, re-sending in-flight IO to a new leader after a leader change or a dropped or stalled
 // stream with the same (session, seq) so the fake state machine applies each write once,
 // ackedBelow, per-request retries, deadlines, AbortSignal, the bounded window, out-of-order
-// answers and close(). Each test starts its own cluster; jitter is seeded.
+// answers, batching (requests issued in one turn leave in one message, within the batch limits)
+// and close(). Each test starts its own cluster; jitter is seeded.
 import test from 'ava';
 import type { ExecutionContext } from 'ava';
 import { RdlClient, RdlError } from '../../src/index.js';
 import type { RdlClientOptions } from '../../src/index.js';
-import { IO_REQUEST_BYTES_MAX, WireCode } from '../../src/wire/index.js';
+import { IO_BATCH_BYTES_MAX, IO_BATCH_REQUESTS_MAX, IO_REQUEST_BYTES_MAX, WireCode } from '../../src/wire/index.js';
 import { FakeCluster, seededRandom, waitFor } from '../fake/fake-cluster.js';
 
 const MiB = 1024 * 1024;
@@ -206,7 +207,7 @@ test('a leader change mid-stream re-sends in-flight writes to the new leader, ea
   }
   const resent = cluster.seen.filter((s) => s.node === (first + 1) % 3 && s.request.op === 'write');
   t.true(
-    resent.some((s) => s.request.seq <= 20),
+    resent.some((s) => s.request.seq! <= 20),
     'writes applied but unanswered were sent again with their seq',
   );
   for (let i = 0; i < 64; i++) t.deepEqual(await client.read('v', i * 4096, 4096), pattern(4096, i));
@@ -282,6 +283,35 @@ test('answers out of order reach the right callers', async (t) => {
   cluster.release('reverse');
   const results = await Promise.all(reads);
   results.forEach((data, i) => t.deepEqual(data, pattern(4096, i)));
+});
+
+test('requests issued in one turn leave in one message, split at the batch limits', async (t) => {
+  const { client, cluster } = await setup(t, { ioInflightMax: 1024 });
+  await client.createVolume('v', 8 * MiB);
+  await client.read('v', 0, 1); // the stream is open from here on
+  cluster.batchSizes.splice(0);
+  const reads = Array.from({ length: IO_BATCH_REQUESTS_MAX + 44 }, (_, i) => client.read('v', i * 4096, 4096));
+  await Promise.all(reads);
+  t.deepEqual(cluster.batchSizes, [IO_BATCH_REQUESTS_MAX, 44], 'one message per batch limit, not one per request');
+  // Write payloads: a message carries at most IO_BATCH_BYTES_MAX of them.
+  cluster.batchSizes.splice(0);
+  const part = IO_BATCH_BYTES_MAX / 4;
+  await Promise.all(Array.from({ length: 6 }, (_, i) => client.write('v', i * part, pattern(part, i))));
+  t.deepEqual(cluster.batchSizes, [4, 2]);
+  for (let i = 0; i < 6; i++) t.true((await client.read('v', i * part, part)).equals(pattern(part, i)), `part ${i}`);
+  // The window still bounds what is sent: with 4 slots, 12 writes leave 4 at a time at most.
+  cluster.batchSizes.splice(0);
+  const narrow = new RdlClient({ endpoints: cluster.addresses, ioInflightMax: 4, random: seededRandom(7) });
+  t.teardown(() => narrow.close());
+  await Promise.all(Array.from({ length: 12 }, (_, i) => narrow.write('v', i * 4096, pattern(4096, i))));
+  t.true(
+    cluster.batchSizes.every((size) => size <= 4),
+    `batches ${cluster.batchSizes.join(',')}`,
+  );
+  t.is(
+    cluster.batchSizes.reduce((sum, size) => sum + size, 0),
+    12,
+  );
 });
 
 test('the in-flight window is bounded and waiting callers proceed', async (t) => {

@@ -1,15 +1,18 @@
 // Proves the wire module works over a real grpc-js server on 127.0.0.1:0: msgpack messages round
 // trip (binary as Buffer, large integers as numbers), an error's code and leader hints survive the
-// trip through gRPC status and trailing metadata, the Io stream carries ids, and the input checks
-// refuse malformed IO requests with the documented codes.
+// trip through gRPC status and trailing metadata, the Io stream carries batches of requests and of
+// responses matched by id, and the input checks refuse malformed IO requests and batches with the
+// documented codes.
 import test from 'ava';
 import * as grpc from '@grpc/grpc-js';
 import {
   GRPC_CHANNEL_OPTIONS,
   GRPC_SERVER_OPTIONS,
+  IO_BATCH_REQUESTS_MAX,
   IO_REQUEST_BYTES_MAX,
   WireCode,
   blockService,
+  checkIoBatch,
   checkIoRequest,
   checkVolumeName,
   checkVolumeSize,
@@ -19,7 +22,14 @@ import {
   grpcStatusOf,
   toGrpcError,
 } from '../../src/wire/index.js';
-import type { BlockServer, IoRequest, IoResponse, StatVolumeResponse } from '../../src/wire/index.js';
+import type {
+  BlockServer,
+  IoRequest,
+  IoRequestBatch,
+  IoResponse,
+  IoResponseBatch,
+  StatVolumeResponse,
+} from '../../src/wire/index.js';
 
 const session = '0123456789abcdef0123456789abcdef';
 
@@ -75,6 +85,13 @@ test('checks refuse malformed requests with codes', (t) => {
   t.is(checkIoRequest({ ...write, ackedBelow: 2 })?.code, WireCode.INVALID_ARGUMENT);
   const read = { ...write, op: 'read' as const, data: undefined, seq: 0, ackedBelow: 0 };
   t.is(checkIoRequest(read), undefined);
+  // Reads and flushes may leave the session fields out; present, they must be well-formed.
+  t.is(checkIoRequest({ id: 2, op: 'read', volume: 'v1', offset: 0, length: 4 }), undefined);
+  t.is(checkIoRequest({ id: 2, op: 'flush', volume: 'v1', offset: 0, length: 0 }), undefined);
+  t.is(checkIoRequest({ ...read, seq: -1 })?.code, WireCode.INVALID_ARGUMENT);
+  t.is(checkIoRequest({ ...write, seq: undefined })?.code, WireCode.INVALID_ARGUMENT);
+  t.is(checkIoRequest({ ...write, ackedBelow: undefined })?.code, WireCode.INVALID_ARGUMENT);
+  t.is(checkIoRequest({ ...write, session: undefined })?.code, WireCode.INVALID_ARGUMENT);
   t.is(checkIoRequest({ ...read, length: IO_REQUEST_BYTES_MAX + 1 })?.code, WireCode.TOO_LARGE);
   t.is(checkIoRequest(null as never)?.code, WireCode.INVALID_ARGUMENT);
   t.is(checkVolumeName('pvc-1234'), undefined);
@@ -82,6 +99,22 @@ test('checks refuse malformed requests with codes', (t) => {
   t.is(checkVolumeSize(4096), undefined);
   t.is(checkVolumeSize(4097)?.code, WireCode.INVALID_ARGUMENT);
   t.is(checkVolumeSize(0)?.code, WireCode.INVALID_ARGUMENT);
+});
+
+test('batch envelope checks: a map with 1 to IO_BATCH_REQUESTS_MAX requests', (t) => {
+  const request: IoRequest = { id: 1, op: 'read', volume: 'v1', offset: 0, length: 4 };
+  const one = { requests: [request] };
+  t.is(checkIoBatch(one), undefined);
+  const full = { requests: Array.from({ length: IO_BATCH_REQUESTS_MAX }, (_, i) => ({ ...request, id: i })) };
+  t.is(checkIoBatch(full), undefined);
+  const code = (message: unknown) => checkIoBatch(message)?.code;
+  t.is(code({ requests: [...full.requests, request] }), WireCode.TOO_LARGE);
+  t.is(code({ requests: [] }), WireCode.INVALID_ARGUMENT);
+  t.is(code(request), WireCode.INVALID_ARGUMENT, 'a bare request (the pre-batch shape) is refused');
+  t.is(code([request]), WireCode.INVALID_ARGUMENT);
+  t.is(code({ requests: 'x' }), WireCode.INVALID_ARGUMENT);
+  t.is(code(null), WireCode.INVALID_ARGUMENT);
+  t.is(code(Buffer.alloc(1)), WireCode.INVALID_ARGUMENT);
 });
 
 test('unary error metadata and the Io stream work over real gRPC', async (t) => {
@@ -105,11 +138,13 @@ test('unary error metadata and the Io stream work over real gRPC', async (t) => 
     },
     io: (call) => {
       const pending: IoRequest[] = [];
-      call.on('data', (request: IoRequest) => {
-        pending.push(request);
-        // Answer in reverse order once two arrived, to show ids carry the matching.
-        if (pending.length === 2) {
-          for (const r of pending.reverse()) call.write({ id: r.id, ok: true, data: Buffer.alloc(r.length, r.id) });
+      call.on('data', (batch: IoRequestBatch) => {
+        pending.push(...batch.requests);
+        // Answer in reverse order, in one message, once three arrived, to show ids carry the matching.
+        if (pending.length === 3) {
+          call.write({
+            responses: pending.reverse().map((r) => ({ id: r.id, ok: true, data: Buffer.alloc(r.length, r.id) })),
+          });
         }
       });
       call.on('end', () => call.end());
@@ -133,18 +168,26 @@ test('unary error metadata and the Io stream work over real gRPC', async (t) => 
   t.is(error?.code, grpc.status.NOT_FOUND);
   t.is(fromGrpcError(error!).code, WireCode.VOLUME_NOT_FOUND);
 
-  const stream = client.io() as grpc.ClientDuplexStream<IoRequest, IoResponse>;
+  const stream = client.io() as grpc.ClientDuplexStream<IoRequestBatch, IoResponseBatch>;
   const answers: IoResponse[] = [];
+  let messages = 0;
   const done = new Promise<void>((resolve) =>
-    stream.on('data', (response: IoResponse) => {
-      answers.push(response);
-      if (answers.length === 2) resolve();
+    stream.on('data', (batch: IoResponseBatch) => {
+      messages++;
+      answers.push(...batch.responses);
+      if (answers.length === 3) resolve();
     }),
   );
-  const base = { op: 'read' as const, volume: 'v1', offset: 0, session, seq: 0, ackedBelow: 0 };
-  stream.write({ ...base, id: 1, length: 3 });
-  stream.write({ ...base, id: 2, length: 5 });
+  const base = { op: 'read' as const, volume: 'v1', offset: 0 };
+  stream.write({ requests: [{ ...base, id: 1, length: 3 }] });
+  stream.write({
+    requests: [
+      { ...base, id: 2, length: 5 },
+      { ...base, id: 3, length: 2 },
+    ],
+  });
   await done;
+  t.is(messages, 1, 'three answers in one message');
   const closed = new Promise<grpc.StatusObject>((resolve) => stream.on('status', resolve));
   stream.on('error', () => {}); // the status event below carries the outcome
   stream.end();
@@ -152,6 +195,7 @@ test('unary error metadata and the Io stream work over real gRPC', async (t) => 
   t.deepEqual(
     answers.map((a) => [a.id, a.ok, a.data?.length, a.data?.[0]]),
     [
+      [3, true, 2, 3],
       [2, true, 5, 2],
       [1, true, 3, 1],
     ],

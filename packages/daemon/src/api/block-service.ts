@@ -2,10 +2,11 @@
  * The block API (`rdl.v1.Block`, defined by `@rdl/client/wire`) served by every daemon.
  *
  * - Volume admin (create, delete, grow) are Raft proposals; stat and list are linearizable reads.
- * - IO travels on the `Io` bidi stream, requests multiplexed by id and answered in any order:
- *   writes (write, writeZeroes, trim) are proposed and acknowledged only once committed and applied;
- *   reads wait for a ReadIndex (leadership confirmed by a quorum, applied caught up) and then read
- *   the block store, so they see every write acknowledged before they arrived.
+ * - IO travels on the `Io` bidi stream (served by `io-stream.ts`) in batches of requests and of
+ *   responses, multiplexed by id and answered in any order: writes (write, writeZeroes, trim) are
+ *   proposed and acknowledged only once committed and applied; the reads of one message wait for
+ *   one ReadIndex (leadership confirmed by a quorum, applied caught up) and then read the block
+ *   store, so they see every write acknowledged before they arrived.
  * - A follower answers NOT_LEADER with the leader's region and client address.
  * - Limits: request size (grpc max receive), IO payload size, requests and bytes in flight per
  *   stream and per daemon (RESOURCE_EXHAUSTED), a deadline per request (DEADLINE_EXCEEDED).
@@ -21,19 +22,10 @@ import type {
   UntypedServiceImplementation,
   sendUnaryData,
 } from '@grpc/grpc-js';
-import {
-  WireCode,
-  blockService,
-  checkIoRequest,
-  checkVolumeName,
-  checkVolumeSize,
-  decode,
-  toGrpcError,
-} from '@rdl/client/wire';
+import { WireCode, blockService, checkVolumeName, checkVolumeSize, decode, toGrpcError } from '@rdl/client/wire';
 import type {
   CreateVolumeResponse,
-  IoRequest,
-  IoResponse,
+  IoResponseBatch,
   LeaderInfo,
   MemberRole,
   MemberStatus,
@@ -47,6 +39,8 @@ import type { ApplyResult, BlockStore, Command } from '../storage/commands.js';
 import type { Logger } from '../logging.js';
 import type { DaemonMetrics } from '../metrics.js';
 import { isInternal, notLeader, toWireError } from './error-map.js';
+import { IoStreamServer } from './io-stream.js';
+import type { IoBudget, IoContext } from './io-stream.js';
 
 /** The part of `RaftNode` the API uses (an interface so tests can stand in for it). */
 export interface ApiRaftNode {
@@ -130,39 +124,39 @@ function roleOf(role: string): MemberRole {
   return 'unknown';
 }
 
-/**
- * One IO request in flight on a stream. Its deadline is enforced by the API's sweep (not a timer
- * or `AbortSignal` per request: those were a visible share of the leader's CPU per write).
- */
-interface InflightIo {
-  readonly bytes: number;
-  readonly startedMs: number;
-  /** Answers the request with `error` now (deadline, stream closed); its late result is dropped. */
-  fail(error: WireError): void;
-}
-
-/** A shared in-flight budget for the whole daemon. */
-interface Budget {
-  requests: number;
-  bytes: number;
-}
-
 /** The block API implementation. `handlers()` gives grpc-js its implementation object. */
 export class BlockApi {
   private readonly log: Logger;
   private readonly membersByRegion: Map<string, ApiMember>;
-  private readonly budget: Budget = { requests: 0, bytes: 0 };
-  private readonly streams = new Set<ServerDuplexStream<Buffer, IoResponse>>();
+  private readonly budget: IoBudget = { requests: 0, bytes: 0 };
+  /** Open Io streams and their calls. */
+  private readonly streams = new Map<IoStreamServer, ServerDuplexStream<Buffer, IoResponseBatch>>();
+  private readonly ioContext: IoContext;
   private readonly nowMs: () => number;
   private isStopping = false;
-  /** Per open Io stream: fails its requests older than the request timeout. */
-  private readonly deadlineSweeps = new Set<(nowMs: number) => void>();
   private sweepTimer: NodeJS.Timeout | null = null;
 
   constructor(private readonly options: BlockApiOptions) {
     this.log = options.logger;
     this.membersByRegion = new Map(options.members.map((m) => [m.region, m]));
     this.nowMs = options.nowMs ?? Date.now;
+    this.ioContext = {
+      node: options.node,
+      store: options.store,
+      limits: options.limits,
+      budget: this.budget,
+      metrics: options.metrics,
+      log: this.log,
+      nowMs: this.nowMs,
+      wireError: (err) => this.wireError(err),
+      checkLeader: () => {
+        const status = this.options.node.status();
+        return status.role === 'leader' ? undefined : notLeader(status.leader, this.addressOf, this.options.region);
+      },
+      onClosed: (stream) => {
+        this.streams.delete(stream);
+      },
+    };
   }
 
   private readonly addressOf = (region: string): string | null =>
@@ -184,8 +178,8 @@ export class BlockApi {
     this.isStopping = true;
     if (this.sweepTimer !== null) clearInterval(this.sweepTimer);
     this.sweepTimer = null;
-    for (const call of this.streams) {
-      call.emit('error', toGrpcError({ code: WireCode.UNAVAILABLE, message: `${this.options.region} is stopping` }));
+    for (const stream of [...this.streams.keys()]) {
+      stream.finish({ code: WireCode.UNAVAILABLE, message: `${this.options.region} is stopping` });
     }
     this.streams.clear();
   }
@@ -257,7 +251,7 @@ export class BlockApi {
         }
         return { leader: { region, clientAddress: this.addressOf(region) ?? '' } };
       }),
-      io: (call: ServerDuplexStream<Buffer, IoResponse>) => this.serveIo(call),
+      io: (call: ServerDuplexStream<Buffer, IoResponseBatch>) => this.serveIo(call),
     };
   }
 
@@ -362,255 +356,24 @@ export class BlockApi {
     const timeoutMs = this.options.limits.requestTimeoutMs;
     const periodMs = Math.max(5, Math.min(250, Math.floor(timeoutMs / 10)));
     this.sweepTimer = setInterval(() => {
-      if (this.deadlineSweeps.size === 0) {
+      if (this.streams.size === 0) {
         clearInterval(this.sweepTimer!);
         this.sweepTimer = null;
         return;
       }
       const nowMs = performance.now();
-      for (const sweep of this.deadlineSweeps) sweep(nowMs);
+      for (const stream of this.streams.keys()) stream.sweep(nowMs);
     }, periodMs);
     this.sweepTimer.unref();
   }
 
-  private serveIo(call: ServerDuplexStream<Buffer, IoResponse>): void {
+  private serveIo(call: ServerDuplexStream<Buffer, IoResponseBatch>): void {
     if (this.isStopping) {
       call.emit('error', toGrpcError({ code: WireCode.UNAVAILABLE, message: `${this.options.region} is stopping` }));
       return;
     }
-    const limits = this.options.limits;
-    const metrics = this.options.metrics;
-    const inflight = new Map<number, InflightIo>();
-    let inflightBytes = 0;
-    let isEnded = false; // client half-closed
-    let isClosed = false; // the call is over (answered, failed or cancelled)
-    this.streams.add(call);
-
-    // Requests still waiting when the stream closes are failed (as an aborted wait was before):
-    // their slots return to the daemon's budget at once. Their outcome is unknown to the client.
-    const failInflight = (): void => {
-      if (inflight.size === 0) return;
-      const error: WireError = { code: WireCode.DEADLINE_EXCEEDED, message: 'the IO stream closed' };
-      for (const request of [...inflight.values()]) request.fail(error);
-    };
-    const sweep = (nowMs: number): void => {
-      const timeoutMs = limits.requestTimeoutMs;
-      let expired: InflightIo[] | null = null;
-      for (const request of inflight.values()) {
-        if (nowMs - request.startedMs >= timeoutMs) (expired ??= []).push(request);
-      }
-      if (expired === null) return;
-      const error: WireError = {
-        code: WireCode.DEADLINE_EXCEEDED,
-        message: `no answer within the daemon's request timeout of ${timeoutMs} ms; a write may or may not be applied`,
-      };
-      for (const request of expired) request.fail(error);
-    };
-    this.deadlineSweeps.add(sweep);
+    const stream = new IoStreamServer(call, this.ioContext);
+    this.streams.set(stream, call);
     this.startSweeping();
-    const close = (): void => {
-      isClosed = true;
-      this.streams.delete(call);
-      this.deadlineSweeps.delete(sweep);
-      failInflight();
-      releaseAwaiting();
-    };
-
-    const finish = (error?: WireError): void => {
-      if (isClosed) return;
-      close();
-      if (error !== undefined) call.emit('error', toGrpcError(error));
-      else call.end();
-    };
-    const release = (id: number): void => {
-      const request = inflight.get(id);
-      if (request === undefined) return; // each slot is released once
-      const bytes = request.bytes;
-      inflight.delete(id);
-      inflightBytes -= bytes;
-      this.budget.requests -= 1;
-      this.budget.bytes -= bytes;
-      metrics?.apiInflightRequests.dec();
-      metrics?.apiInflightBytes.dec(bytes);
-      if (isEnded && inflight.size === 0) finish();
-    };
-    // Back-pressure towards a client that does not read its responses: once grpc-js buffers a
-    // write (write() returns false), stop reading requests from it and keep the in-flight slots of
-    // the answered requests taken until the buffer drains. Memory per stream stays within its
-    // in-flight limits, and the daemon-wide budget is not handed to others meanwhile.
-    const awaitingDrain: number[] = [];
-    let isPaused = false;
-    const releaseAwaiting = (): void => {
-      for (const waiting of awaitingDrain.splice(0)) release(waiting);
-    };
-    const answer = (response: IoResponse): boolean => {
-      if (isClosed) return true;
-      const isFlushed = call.write(response);
-      if (!isFlushed && !isPaused) {
-        isPaused = true;
-        call.pause();
-        call.once('drain', () => {
-          isPaused = false;
-          releaseAwaiting();
-          if (!isClosed) call.resume();
-        });
-      }
-      return isFlushed;
-    };
-    const settle = (id: number, isFlushed: boolean): void => {
-      if (isFlushed || isClosed) release(id);
-      else awaitingDrain.push(id);
-    };
-
-    call.on('data', (bytes: Buffer) => {
-      if (isClosed) return;
-      const decoded = decodeRequest(bytes);
-      if ('error' in decoded) {
-        // Without a decodable id the request cannot be answered on its own: fail the stream.
-        finish(decoded.error);
-        return;
-      }
-      const request = decoded.value as unknown as IoRequest;
-      const id = request.id;
-      if (typeof id !== 'number' || !Number.isSafeInteger(id) || id < 0) {
-        finish(invalid('every IO request needs an integer id >= 0'));
-        return;
-      }
-      if (inflight.has(id)) {
-        finish(invalid(`IO request id ${id} is already in flight on this stream`));
-        return;
-      }
-      const started = performance.now();
-      const op = typeof request.op === 'string' ? request.op : 'unknown';
-      const reply = (error: WireError | null, data?: Uint8Array): boolean => {
-        const volume = typeof request.volume === 'string' ? request.volume : '';
-        // Label by volume only for existing volumes: unknown names from clients must not create
-        // unbounded metric series.
-        const label = this.options.store.getVolume(volume) !== null ? volume : '(none)';
-        metrics?.ioOps.inc({ volume: label, op, result: error === null ? 'ok' : error.code });
-        if (error === null) {
-          if (op !== 'flush') metrics?.ioBytes.inc({ volume: label, op }, request.length);
-          metrics?.ioSeconds.observe({ op }, (performance.now() - started) / 1000);
-          return answer(data === undefined ? { id, ok: true } : { id, ok: true, data });
-        }
-        return answer({ id, ok: false, error });
-      };
-      const check = checkIoRequest(request);
-      if (check !== undefined) {
-        reply(check);
-        return;
-      }
-      if (request.length > limits.ioBytesMax) {
-        reply({
-          code: WireCode.TOO_LARGE,
-          message: `IO length ${request.length} is above this daemon's maximum ${limits.ioBytesMax}`,
-        });
-        return;
-      }
-      const payloadBytes = request.length;
-      if (
-        inflight.size >= limits.streamInflightMax ||
-        inflightBytes + payloadBytes > limits.streamInflightBytesMax ||
-        this.budget.requests >= limits.daemonInflightMax ||
-        this.budget.bytes + payloadBytes > limits.daemonInflightBytesMax
-      ) {
-        reply({
-          code: WireCode.RESOURCE_EXHAUSTED,
-          message: `too many IO requests in flight (stream: ${inflight.size} requests, ${inflightBytes} bytes; daemon: ${this.budget.requests} requests, ${this.budget.bytes} bytes)`,
-        });
-        return;
-      }
-      let isAnswered = false;
-      inflight.set(id, {
-        bytes: payloadBytes,
-        startedMs: started,
-        fail: (error) => {
-          if (isAnswered) return;
-          isAnswered = true;
-          settle(id, reply(error));
-        },
-      });
-      inflightBytes += payloadBytes;
-      this.budget.requests += 1;
-      this.budget.bytes += payloadBytes;
-      metrics?.apiInflightRequests.inc();
-      metrics?.apiInflightBytes.inc(payloadBytes);
-      this.serveOne(request).then(
-        (data) => {
-          if (isAnswered) return;
-          isAnswered = true;
-          settle(id, reply(null, data));
-        },
-        (err: unknown) => {
-          if (isAnswered) return;
-          isAnswered = true;
-          const error =
-            isRecord(err) && typeof err.code === 'string' && !(err instanceof Error)
-              ? (err as unknown as WireError)
-              : this.wireError(err);
-          settle(id, reply(error));
-        },
-      );
-    });
-    call.on('end', () => {
-      isEnded = true;
-      if (inflight.size === 0) finish();
-    });
-    call.on('cancelled', close);
-    call.on('error', (err) => {
-      this.log.debug({ err }, 'io stream failed');
-      close();
-    });
-  }
-
-  /** Serves one validated IO request; resolves with read data (or undefined), throws a wire error or an error to map. */
-  private async serveOne(request: IoRequest): Promise<Uint8Array | undefined> {
-    switch (request.op) {
-      case 'read': {
-        // No signal: the stream's deadline sweep answers a request that waits too long.
-        await this.options.node.readIndex();
-        return await this.options.store.read(request.volume, request.offset, request.length);
-      }
-      case 'write':
-        await this.proposeCommand(
-          {
-            type: 'write',
-            volume: request.volume,
-            offset: request.offset,
-            data: request.data as Uint8Array,
-            session: request.session,
-            seq: request.seq,
-            ackedBelow: request.ackedBelow,
-            atMs: this.nowMs(),
-          },
-          null,
-        );
-        return undefined;
-      case 'writeZeroes':
-      case 'trim':
-        await this.proposeCommand(
-          {
-            type: request.op,
-            volume: request.volume,
-            offset: request.offset,
-            length: request.length,
-            session: request.session,
-            seq: request.seq,
-            ackedBelow: request.ackedBelow,
-            atMs: this.nowMs(),
-          },
-          null,
-        );
-        return undefined;
-      case 'flush': {
-        // Every write this daemon acknowledged is committed (fsynced on a majority) and applied:
-        // flush is a barrier with nothing left to wait for, but only the leader may say so.
-        const status = this.options.node.status();
-        if (status.role !== 'leader') throw notLeader(status.leader, this.addressOf, this.options.region);
-        return undefined;
-      }
-      default:
-        throw invalid(`unknown IO op ${JSON.stringify((request as { op: unknown }).op)}`);
-    }
   }
 }

@@ -5,7 +5,14 @@
 import { Client, credentials, Metadata } from '@grpc/grpc-js';
 import type { ClientDuplexStream, ServiceError } from '@grpc/grpc-js';
 import { GRPC_CHANNEL_OPTIONS, blockService, fromGrpcError } from '@rdl/client/wire';
-import type { IoRequest, IoResponse, StatusResponse, WireError } from '@rdl/client/wire';
+import type {
+  IoRequest,
+  IoRequestBatch,
+  IoResponse,
+  IoResponseBatch,
+  StatusResponse,
+  WireError,
+} from '@rdl/client/wire';
 
 /** A failed call: the wire error rebuilt from status and metadata, plus the raw gRPC status. */
 export class CallError extends Error {
@@ -83,11 +90,11 @@ export class BlockClient {
     const definition = blockService.io;
     const call = this.client.makeBidiStreamRequest(
       definition.path,
-      (value: IoRequest | Buffer) => (Buffer.isBuffer(value) ? value : definition.requestSerialize(value)),
+      (value: IoRequestBatch | Buffer) => (Buffer.isBuffer(value) ? value : definition.requestSerialize(value)),
       definition.responseDeserialize,
       new Metadata(),
     );
-    return new IoStream(call as ClientDuplexStream<IoRequest | Buffer, IoResponse>);
+    return new IoStream(call as ClientDuplexStream<IoRequestBatch | Buffer, IoResponseBatch>);
   }
 
   close(): void {
@@ -95,19 +102,30 @@ export class BlockClient {
   }
 }
 
-/** An Io stream: `request` sends one IoRequest and resolves with its response. */
+/** A request as the tests write it: the id is assigned unless given. */
+export type TestIoRequest = Omit<IoRequest, 'id'> & { id?: number };
+
+/**
+ * An Io stream: `request` sends one IoRequest (as a batch of one) and resolves with its response;
+ * `batch` sends several in one message.
+ */
 export class IoStream {
   private readonly waiting = new Map<number, (response: IoResponse) => void>();
   private nextId = 1;
   /** Set when the stream failed as a whole. */
   failure: CallError | null = null;
   private readonly failed: Promise<CallError>;
+  /** Number of responses in each message received, in order. */
+  readonly messageSizes: number[] = [];
 
-  constructor(private readonly call: ClientDuplexStream<IoRequest | Buffer, IoResponse>) {
-    call.on('data', (response: IoResponse) => {
-      const resolve = this.waiting.get(response.id);
-      this.waiting.delete(response.id);
-      resolve?.(response);
+  constructor(private readonly call: ClientDuplexStream<IoRequestBatch | Buffer, IoResponseBatch>) {
+    call.on('data', (batch: IoResponseBatch) => {
+      this.messageSizes.push(batch.responses.length);
+      for (const response of batch.responses) {
+        const resolve = this.waiting.get(response.id);
+        this.waiting.delete(response.id);
+        resolve?.(response);
+      }
     });
     this.failed = new Promise((resolve) => {
       call.on('error', (err: ServiceError) => {
@@ -118,16 +136,24 @@ export class IoStream {
   }
 
   /** Sends a request (id assigned unless given) and waits for its response or the stream's failure. */
-  request(request: Omit<IoRequest, 'id'> & { id?: number }): Promise<IoResponse> {
-    const id = request.id ?? this.nextId++;
-    const response = new Promise<IoResponse>((resolve) => this.waiting.set(id, resolve));
-    this.call.write({ ...request, id } as IoRequest);
-    return Promise.race([
-      response,
-      this.failed.then((failure) => {
-        throw failure;
-      }),
-    ]);
+  request(request: TestIoRequest): Promise<IoResponse> {
+    return this.batch([request])[0];
+  }
+
+  /** Sends requests in one message; each promise settles with its response or the stream's failure. */
+  batch(requests: readonly TestIoRequest[]): Promise<IoResponse>[] {
+    const withIds = requests.map((request) => ({ ...request, id: request.id ?? this.nextId++ }) as IoRequest);
+    const responses = withIds.map((request) => {
+      const response = new Promise<IoResponse>((resolve) => this.waiting.set(request.id, resolve));
+      return Promise.race([
+        response,
+        this.failed.then((failure) => {
+          throw failure;
+        }),
+      ]);
+    });
+    this.call.write({ requests: withIds });
+    return responses;
   }
 
   /** Writes raw bytes as one message (malformed-input tests); resolves with the stream's failure. */

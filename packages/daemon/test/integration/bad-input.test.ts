@@ -1,17 +1,25 @@
 // Proves bad input never crashes a daemon and always gets a stable code: undecodable bytes on unary
-// calls and on the Io stream (INVALID_ARGUMENT), malformed and forged frames on the peer service
-// (DAEMON_PEER_MESSAGE_INVALID / DAEMON_PEER_IDENTITY_MISMATCH notices), out-of-range offsets
-// (OUT_OF_RANGE), oversized requests (TOO_LARGE, and RESOURCE_EXHAUSTED above the message limit),
-// unknown volumes (VOLUME_NOT_FOUND), bad names and sizes, too many requests in flight on one stream
-// (RESOURCE_EXHAUSTED), duplicate request ids; after all of it the same processes still serve
-// writes and reads, with real rdld processes on 127.0.0.1.
+// calls and on the Io stream (INVALID_ARGUMENT), malformed Io batches (empty, a bare pre-batch
+// request, no array: INVALID_ARGUMENT; above IO_BATCH_REQUESTS_MAX: TOO_LARGE) and a batch mixing
+// valid and invalid requests (an answer per request, the stream stays open), malformed and forged
+// frames on the peer service (DAEMON_PEER_MESSAGE_INVALID / DAEMON_PEER_IDENTITY_MISMATCH notices),
+// out-of-range offsets (OUT_OF_RANGE), oversized requests (TOO_LARGE, and RESOURCE_EXHAUSTED above
+// the message limit), unknown volumes (VOLUME_NOT_FOUND), bad names and sizes, too many requests in
+// flight on one stream (RESOURCE_EXHAUSTED), missing and duplicate request ids; after all of it the
+// same processes still serve writes and reads, with real rdld processes on 127.0.0.1.
 import test from 'ava';
 import { Client, Metadata, credentials } from '@grpc/grpc-js';
 import { Packr } from 'msgpackr';
 import { startCluster } from '../helpers/cluster.js';
 import type { Cluster } from '../helpers/cluster.js';
 import { CallError, sessionId } from '../helpers/block-client.js';
-import { decodeNotice, peerStreamMethod } from '../../src/transport/peer-protocol.js';
+import {
+  METADATA_PEER_PROTOCOL,
+  PEER_PROTOCOL_VERSION,
+  decodeNotice,
+  encodeFrame,
+  peerStreamMethod,
+} from '../../src/transport/peer-protocol.js';
 import { waitFor } from '../helpers/ports.js';
 
 let cluster: Cluster;
@@ -29,9 +37,6 @@ const read = (volume: string, offset: number, length: number) => ({
   volume,
   offset,
   length,
-  session: '',
-  seq: 0,
-  ackedBelow: 0,
 });
 
 test.serial('bad requests get coded errors and the daemons keep serving', async (t) => {
@@ -130,10 +135,24 @@ test.serial('bad requests get coded errors and the daemons keep serving', async 
     t.false(response.ok, JSON.stringify(request).slice(0, 120));
     t.is(response.error?.code, code, JSON.stringify(request).slice(0, 120));
   }
-  // More requests in flight than the stream allows: the excess is refused, not queued.
+  // The same cases in one batch, between valid requests: an answer per request, in one stream.
+  // (Those refused by the store need a slot of the window of 4: one of them is enough here.)
+  const mixedCases = [cases[0], ...cases.slice(3, 8)];
+  const mixed = await Promise.all(
+    io.batch([read('vol', 0, 4), ...mixedCases.map(([request]) => request as never), read('vol', 4, 4)]),
+  );
+  t.deepEqual(
+    mixed.map((r) => (r.ok ? 'ok' : r.error?.code)),
+    ['ok', ...mixedCases.map(([, code]) => code), 'ok'],
+  );
+  // More requests in flight than the stream allows: the excess is refused, not queued, whether
+  // they come one per message or in one batch.
   const burst = await Promise.all(Array.from({ length: 12 }, () => io.request(read('vol', 0, 4096))));
   t.true(burst.some((r) => r.error?.code === 'RESOURCE_EXHAUSTED'));
   t.true(burst.some((r) => r.ok));
+  const burstBatch = await Promise.all(io.batch(Array.from({ length: 12 }, () => read('vol', 0, 4096))));
+  t.is(burstBatch.filter((r) => r.error?.code === 'RESOURCE_EXHAUSTED').length, 8, 'a window of 4: 8 of 12 refused');
+  t.is(burstBatch.filter((r) => r.ok).length, 4);
   t.is(io.failure, null, 'per-request errors leave the stream open');
   // A write still works on the same stream.
   const ok = await io.request({
@@ -149,15 +168,26 @@ test.serial('bad requests get coded errors and the daemons keep serving', async 
   t.true(ok.ok, JSON.stringify(ok.error));
   io.end();
 
-  // Undecodable bytes on the Io stream, and a request without an id: the stream fails with a code.
+  // Undecodable bytes on the Io stream, malformed batches, a request without an id: the stream
+  // fails with a code.
   const garbage = await client.io().writeRaw(Buffer.from([0xc1, 0xc1]));
   t.is(garbage.code, 'INVALID_ARGUMENT');
-  const noId = await client.io().writeRaw(packr.pack({ op: 'read', volume: 'vol', offset: 0, length: 1 }));
+  const empty = await client.io().writeRaw(packr.pack({ requests: [] }));
+  t.is(empty.code, 'INVALID_ARGUMENT');
+  const bare = await client.io().writeRaw(packr.pack({ ...read('vol', 0, 1), id: 1 }));
+  t.is(bare.code, 'INVALID_ARGUMENT', 'a bare request (the pre-batch shape) is refused');
+  const tooMany = await client
+    .io()
+    .writeRaw(packr.pack({ requests: Array.from({ length: 257 }, (_, i) => ({ ...read('vol', 0, 1), id: i })) }));
+  t.is(tooMany.code, 'TOO_LARGE');
+  const noId = await client
+    .io()
+    .writeRaw(packr.pack({ requests: [{ op: 'read', volume: 'vol', offset: 0, length: 1 }] }));
   t.is(noId.code, 'INVALID_ARGUMENT');
   // A duplicate id while the first is in flight.
   const dupStream = client.io();
   dupStream.request({ ...read('vol', 0, 4096), id: 7 }).catch(() => undefined);
-  const dup = await dupStream.writeRaw(packr.pack({ ...read('vol', 0, 4096), id: 7 }));
+  const dup = await dupStream.writeRaw(packr.pack({ requests: [{ ...read('vol', 0, 4096), id: 7 }] }));
   t.is(dup.code, 'INVALID_ARGUMENT');
 
   // A message above the API's size limit is refused by gRPC before it reaches the handler.
@@ -170,6 +200,7 @@ test.serial('bad requests get coded errors and the daemons keep serving', async 
   const metadata = new Metadata();
   metadata.set('rdl-peer-from', leader);
   metadata.set('rdl-peer-to', follower.region);
+  metadata.set(METADATA_PEER_PROTOCOL, String(PEER_PROTOCOL_VERSION));
   const stream = peerClient.makeBidiStreamRequest(
     peerStreamMethod.path,
     (b: Buffer) => b,
@@ -182,13 +213,17 @@ test.serial('bad requests get coded errors and the daemons keep serving', async 
     if (notice) notices.push(notice.code);
   });
   stream.on('error', () => undefined);
-  stream.write(Buffer.from([0xc1, 0x00]));
+  // A frame of the right format version that announces a message it does not hold (truncated).
+  const truncated = Buffer.from(encodeFrame([]));
+  truncated.writeUInt32LE(1, 4);
+  stream.write(truncated);
   await waitFor(() => notices.length >= 1, 'a notice for the garbage frame');
   t.is(notices[0], 'DAEMON_PEER_MESSAGE_INVALID');
   stream.end();
   const forged = new Metadata();
   forged.set('rdl-peer-from', 'mallory');
   forged.set('rdl-peer-to', follower.region);
+  forged.set(METADATA_PEER_PROTOCOL, String(PEER_PROTOCOL_VERSION));
   const refused = peerClient.makeBidiStreamRequest(
     peerStreamMethod.path,
     (b: Buffer) => b,

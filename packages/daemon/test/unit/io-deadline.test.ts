@@ -8,7 +8,7 @@ import type { ClientDuplexStream } from '@grpc/grpc-js';
 import test from 'ava';
 import pino from 'pino';
 import { blockService } from '@rdl/client/wire';
-import type { IoRequest, IoResponse } from '@rdl/client/wire';
+import type { IoRequest, IoRequestBatch, IoResponse, IoResponseBatch } from '@rdl/client/wire';
 import { BlockApi, blockServerDefinition } from '../../src/api/block-service.js';
 import type { ApiRaftNode } from '../../src/api/block-service.js';
 import type { RaftStatus } from '../../src/raft-types.js';
@@ -55,10 +55,15 @@ test('Io requests that never finish get DEADLINE_EXCEEDED; finished ones ok; slo
   );
   const Client = makeGenericClientConstructor(blockService, 'Block');
   const client = new Client(`127.0.0.1:${port}`, credentials.createInsecure());
-  const stream = (client as unknown as { io(): ClientDuplexStream<IoRequest, IoResponse> }).io();
+  const stream = (client as unknown as { io(): ClientDuplexStream<IoRequestBatch, IoResponseBatch> }).io();
   stream.on('error', () => undefined); // the teardown below ends the call with UNAVAILABLE
   const answers = new Map<number, { response: IoResponse; atMs: number }>();
-  stream.on('data', (response: IoResponse) => answers.set(response.id, { response, atMs: performance.now() }));
+  stream.on('data', (batch: IoResponseBatch) => {
+    for (const response of batch.responses) answers.set(response.id, { response, atMs: performance.now() });
+  });
+  const send = (request: IoRequest): void => {
+    stream.write({ requests: [request] });
+  };
   const waitFor = async (id: number): Promise<{ response: IoResponse; atMs: number }> => {
     const deadline = performance.now() + 10_000;
     while (!answers.has(id)) {
@@ -70,7 +75,7 @@ test('Io requests that never finish get DEADLINE_EXCEEDED; finished ones ok; slo
   try {
     const sentMs = performance.now();
     const data = new Uint8Array(4096).fill(7);
-    stream.write({
+    send({
       id: 1,
       op: 'write',
       volume: 'v',
@@ -80,8 +85,8 @@ test('Io requests that never finish get DEADLINE_EXCEEDED; finished ones ok; slo
       session: SESSION,
       seq: 1,
       ackedBelow: 0,
-    } as IoRequest);
-    stream.write({ id: 2, op: 'read', volume: 'v', offset: 0, length: 4096, seq: 0, ackedBelow: 0 } as IoRequest);
+    });
+    send({ id: 2, op: 'read', volume: 'v', offset: 0, length: 4096 });
     for (const id of [1, 2]) {
       const { response, atMs } = await waitFor(id);
       t.false(response.ok, `request ${id} failed`);
@@ -91,7 +96,7 @@ test('Io requests that never finish get DEADLINE_EXCEEDED; finished ones ok; slo
     }
     // The two slots of the daemon's budget are free again: a finishing write is accepted and ok.
     isHanging = false;
-    stream.write({
+    send({
       id: 3,
       op: 'write',
       volume: 'v',
@@ -101,8 +106,8 @@ test('Io requests that never finish get DEADLINE_EXCEEDED; finished ones ok; slo
       session: SESSION,
       seq: 2,
       ackedBelow: 0,
-    } as IoRequest);
-    stream.write({ id: 4, op: 'read', volume: 'v', offset: 0, length: 4096, seq: 0, ackedBelow: 0 } as IoRequest);
+    });
+    send({ id: 4, op: 'read', volume: 'v', offset: 0, length: 4096 });
     t.true((await waitFor(3)).response.ok);
     t.true((await waitFor(4)).response.ok);
   } finally {

@@ -1,0 +1,201 @@
+// Proves the batched Io stream of the block API over real gRPC on 127.0.0.1 (port 0), against a
+// stand-in Raft node and block store that count their calls: every read of one message waits for
+// ONE ReadIndex (not one each); answers ready in the same turn leave in one message; a message
+// mixing valid and invalid requests gets a per-request answer for each (the stream stays open);
+// malformed messages (undecodable, empty, above IO_BATCH_REQUESTS_MAX, a bare pre-batch request,
+// a missing or repeated id) fail the stream with INVALID_ARGUMENT or TOO_LARGE and nothing of
+// them is served; and writes reach the proposal encoder with their payload intact.
+import { Server, ServerCredentials } from '@grpc/grpc-js';
+import test from 'ava';
+import type { ExecutionContext } from 'ava';
+import pino from 'pino';
+import { Packr } from 'msgpackr';
+import { IO_BATCH_REQUESTS_MAX } from '@rdl/client/wire';
+import { BlockApi, blockServerDefinition } from '../../src/api/block-service.js';
+import type { ApiRaftNode } from '../../src/api/block-service.js';
+import type { RaftStatus } from '../../src/raft-types.js';
+import { decodeCommand } from '../../src/storage/commands.js';
+import type { BlockStore } from '../../src/storage/commands.js';
+import { BlockClient, sessionId } from '../helpers/block-client.js';
+import type { TestIoRequest } from '../helpers/block-client.js';
+
+const packr = new Packr({ useRecords: false });
+
+interface Harness {
+  client: BlockClient;
+  readIndexCalls: () => number;
+  proposals: Uint8Array[];
+  /** Resolves the ReadIndex calls waiting so far. */
+  releaseReads: () => void;
+}
+
+async function start(t: ExecutionContext): Promise<Harness> {
+  let readIndexCalls = 0;
+  const waitingReads: (() => void)[] = [];
+  const proposals: Uint8Array[] = [];
+  const node: ApiRaftNode = {
+    propose: (data) => {
+      proposals.push(data);
+      return Promise.resolve({ ok: true });
+    },
+    readIndex: () => {
+      readIndexCalls++;
+      return new Promise<void>((resolve) => waitingReads.push(resolve));
+    },
+    transferLeadership: () => Promise.resolve(),
+    status: () => ({ role: 'leader', leader: 'geneva' }) as unknown as RaftStatus,
+  };
+  const volume = { name: 'v', sizeBytes: 1 << 20, blockSizeBytes: 4096, createdAtMs: 0 };
+  const store = {
+    getVolume: (name: string) => (name === 'v' ? volume : null),
+    listVolumes: () => [volume],
+    read: async (_name: string, offset: number, length: number) => new Uint8Array(length).fill(offset / 4096),
+  } as unknown as BlockStore;
+  const api = new BlockApi({
+    region: 'geneva',
+    node,
+    store,
+    members: [{ region: 'geneva', raftAddress: '127.0.0.1:1', clientAddress: null }],
+    limits: {
+      ioBytesMax: 1 << 20,
+      streamInflightMax: 1024,
+      streamInflightBytesMax: 1 << 26,
+      daemonInflightMax: 4096,
+      daemonInflightBytesMax: 1 << 28,
+      requestTimeoutMs: 10_000,
+    },
+    logger: pino({ level: 'silent' }),
+  });
+  const server = new Server();
+  server.addService(blockServerDefinition, api.handlers());
+  const port = await new Promise<number>((resolve, reject) =>
+    server.bindAsync('127.0.0.1:0', ServerCredentials.createInsecure(), (err, bound) =>
+      err ? reject(err) : resolve(bound),
+    ),
+  );
+  const client = new BlockClient(`127.0.0.1:${port}`);
+  t.teardown(async () => {
+    client.close();
+    api.stop();
+    await new Promise<void>((resolve) => server.tryShutdown(() => resolve()));
+  });
+  return {
+    client,
+    readIndexCalls: () => readIndexCalls,
+    proposals,
+    releaseReads: () => {
+      for (const resolve of waitingReads.splice(0)) resolve();
+    },
+  };
+}
+
+const read = (block: number): TestIoRequest => ({ op: 'read', volume: 'v', offset: block * 4096, length: 4096 });
+const write = (seq: number, fill: number): TestIoRequest => ({
+  op: 'write',
+  volume: 'v',
+  offset: seq * 4096,
+  length: 4096,
+  data: Buffer.alloc(4096, fill),
+  session: sessionId(1),
+  seq,
+  ackedBelow: 1,
+});
+
+async function waitUntil(condition: () => boolean, what: string): Promise<void> {
+  const deadline = performance.now() + 10_000;
+  while (!condition()) {
+    if (performance.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 2));
+  }
+}
+
+test('one ReadIndex for all reads of a message; answers of one turn leave in one message', async (t) => {
+  const { client, readIndexCalls, releaseReads, proposals } = await start(t);
+  const io = client.io();
+  const reads = io.batch(Array.from({ length: 40 }, (_, i) => read(i)));
+  await waitUntil(() => readIndexCalls() === 1, 'the ReadIndex');
+  releaseReads();
+  const answers = await Promise.all(reads);
+  t.is(readIndexCalls(), 1, 'one ReadIndex for 40 reads');
+  answers.forEach((answer, i) => {
+    t.true(answer.ok);
+    t.is(answer.data?.length, 4096);
+    t.is(answer.data?.[0], i, `read ${i} got its own block`);
+  });
+  t.deepEqual(io.messageSizes, [40], 'all 40 answers in one message');
+
+  const writes = io.batch(Array.from({ length: 30 }, (_, i) => write(i + 1, i + 1)));
+  const written = await Promise.all(writes);
+  t.true(written.every((answer) => answer.ok));
+  t.deepEqual(io.messageSizes, [40, 30]);
+  t.is(proposals.length, 30, 'one proposal per write');
+  proposals.forEach((proposal, i) => {
+    const decoded = decodeCommand(proposal);
+    t.true(decoded.ok);
+    if (decoded.ok && decoded.command.type === 'write') {
+      t.is(decoded.command.seq, i + 1);
+      t.true(Buffer.from(decoded.command.data).equals(Buffer.alloc(4096, i + 1)), `write ${i + 1} payload intact`);
+    } else {
+      t.fail(`proposal ${i} is not a write`);
+    }
+  });
+  io.end();
+});
+
+test('a message mixing valid and invalid requests gets an answer per request', async (t) => {
+  const { client, releaseReads, readIndexCalls } = await start(t);
+  const io = client.io();
+  const answers = io.batch([
+    read(1),
+    { ...read(2), op: 'format' as never },
+    { ...write(1, 9), session: 'short' },
+    { ...read(3), length: 2 << 20 },
+    { ...read(4), volume: '../etc' },
+    write(2, 7),
+    { op: 'flush', volume: 'v', offset: 0, length: 0 },
+    read(5),
+  ]);
+  await waitUntil(() => readIndexCalls() === 1, 'the ReadIndex');
+  releaseReads();
+  const codes = (await Promise.all(answers)).map((answer) => (answer.ok ? 'ok' : answer.error?.code));
+  t.deepEqual(codes, ['ok', 'INVALID_ARGUMENT', 'INVALID_ARGUMENT', 'TOO_LARGE', 'INVALID_ARGUMENT', 'ok', 'ok', 'ok']);
+  t.is(io.failure, null, 'the stream stays open');
+  io.end();
+});
+
+test('malformed messages fail the stream with a code and nothing of them is served', async (t) => {
+  const { client, proposals } = await start(t);
+  const cases: [string, Buffer, string][] = [
+    ['undecodable', Buffer.from([0xc1, 0xc1]), 'INVALID_ARGUMENT'],
+    ['empty batch', packr.pack({ requests: [] }), 'INVALID_ARGUMENT'],
+    [
+      'too many requests',
+      packr.pack({
+        requests: Array.from({ length: IO_BATCH_REQUESTS_MAX + 1 }, (_, i) => ({ ...read(0), id: i + 1 })),
+      }),
+      'TOO_LARGE',
+    ],
+    ['bare pre-batch request', packr.pack({ ...read(0), id: 1 }), 'INVALID_ARGUMENT'],
+    ['requests not an array', packr.pack({ requests: { id: 1 } }), 'INVALID_ARGUMENT'],
+    ['a request without an id', packr.pack({ requests: [{ ...write(1, 1), id: 1 }, write(2, 2)] }), 'INVALID_ARGUMENT'],
+    [
+      'a repeated id',
+      packr.pack({
+        requests: [
+          { ...write(1, 1), id: 5 },
+          { ...write(2, 2), id: 5 },
+        ],
+      }),
+      'INVALID_ARGUMENT',
+    ],
+  ];
+  for (const [what, bytes, code] of cases) {
+    const failure = await client.io().writeRaw(bytes);
+    t.is(failure.code, code, what);
+  }
+  t.is(proposals.length, 0, 'no write of a refused message was proposed');
+  // The server still serves a well-formed stream.
+  const io = client.io();
+  t.true((await io.request(write(3, 3))).ok);
+  io.end();
+});
