@@ -2,7 +2,8 @@
 // in-memory network: learners replicate without voting, a single-server change takes effect when
 // appended, one change at a time, a new leader commits an entry of its term first, joint consensus
 // needs both majorities and is left automatically, a removed leader steps down once the change
-// commits, and a truncated ConfChange entry takes its change with it.
+// commits, a voter left out by an uncommitted configuration may still campaign (§4.2.2), and a
+// truncated ConfChange entry takes its change with it.
 import test from 'ava';
 import type { ConfChangeRequest } from '../../src/core/index.js';
 import { MessageType, RaftCore } from '../../src/core/index.js';
@@ -136,6 +137,30 @@ test('§4.2.2 a leader removed from the configuration steps down once the change
   const leader = net.leaders()[0];
   t.true(leader === 'b' || leader === 'c');
   t.deepEqual([...net.core(leader).conf().voters].sort(), ['b', 'c']);
+});
+
+test('§4.2.2 a voter left out by an uncommitted configuration still campaigns until the change commits', (t) => {
+  // Figure 4.6: a removes itself from {a, b}; the append never reaches b, and b's campaign deposes a.
+  const net = new Network(['a', 'b']);
+  net.elect('a');
+  const a = net.core('a');
+  net.cutOneWay('a', 'b');
+  t.is(a.proposeConfChange(remove('a')).code, null);
+  net.stabilize();
+  net.core('b').campaign();
+  net.stabilize();
+  t.is(a.role, 'follower');
+  t.deepEqual(a.conf().voters, ['b'], 'a holds the change that leaves it out');
+  t.true(a.lastConfIndex() > a.log.committed, 'not committed: b has not got it');
+  t.false(a.isVoter());
+  t.true(a.isPromotable(), '"it might still be needed until the Cnew entry is committed"');
+  t.is(net.leaders().length, 0, 'b cannot win: it needs the vote of a, whose log is longer');
+  net.heal();
+  net.tick(60);
+  t.true(a.lastConfIndex() <= a.log.committed, 'a was elected, committed its removal and stepped down');
+  t.is(a.role, 'follower');
+  t.false(a.isPromotable(), 'a removed node that knows its removal committed never campaigns');
+  t.deepEqual(net.leaders(), ['b']);
 });
 
 test("a ConfChange entry truncated from a follower's log takes its change with it", (t) => {
