@@ -1,6 +1,8 @@
 /**
- * The Raft log, hard state and snapshot metadata on LevelDB: the daemon's `Storage` (see
- * `@rdl/raft` api.ts for the contract).
+ * LEGACY: the Raft log, hard state and snapshot metadata on LevelDB, as rdld kept them before the
+ * write-ahead log (`wal-log-store.ts`). Only `wal-migration.ts` uses it now, to read the log of an
+ * old data directory; it still implements the whole `Storage` contract (see `@rdl/raft` api.ts)
+ * and keeps its tests, which also build old data directories for the migration test.
  *
  * Keys (all under the prefix byte `L`, so the log shares the database with the block state machine):
  *
@@ -61,33 +63,6 @@ function decodeEntry(key: Buffer, value: Buffer): Entry {
     // A view: the loaded value buffer is owned by this entry alone.
     data: value.subarray(ENTRY_HEADER_BYTES),
   };
-}
-
-/** The log store writing to each database, for `whenLogSynced`. */
-const storesByDatabase = new WeakMap<Database, RaftLogStore>();
-
-/**
- * Resolves once every Raft log append issued on `db` so far is synced (at once when no log store
- * writes to `db`). The block state machine awaits it before writing an apply batch: in the shared
- * write-ahead log the entries then always precede their effects, so a power loss can never leave
- * the state machine ahead of the log. The leader may apply an entry that its followers made
- * committed before its own append of it has synced.
- */
-export function whenLogSynced(db: Database): Promise<void> {
-  return storesByDatabase.get(db)?.whenSynced() ?? Promise.resolve();
-}
-
-/** Per database, how to wait for the state machine's queued (write-behind) apply batches. */
-const stateWritesByDatabase = new WeakMap<Database, () => Promise<void>>();
-
-/**
- * Registers how to wait until every apply batch the state machine on `db` has queued so far has
- * landed in LevelDB (the block store writes behind its acknowledgements). Compaction and snapshot
- * records wait for it: they stand the state machine's stored state in for log entries, so that
- * state must be in LevelDB's write-ahead log before them. The waiter must not reject.
- */
-export function registerStateWrites(db: Database, whenWritten: () => Promise<void>): void {
-  stateWritesByDatabase.set(db, whenWritten);
 }
 
 type BatchOperation = { type: 'put'; key: Buffer; value: Buffer } | { type: 'del'; key: Buffer };
@@ -162,7 +137,6 @@ export class RaftLogStore implements Storage {
     this.queuedAppendsMax = options.queuedAppendsMax ?? 4096;
     this.groupBytesMax = options.groupBytesMax ?? 16 * 1024 * 1024;
     this.observer = options.observer;
-    storesByDatabase.set(db, this);
   }
 
   /** Reads the hard state, the snapshot metadata and every entry after the snapshot. */
@@ -280,7 +254,6 @@ export class RaftLogStore implements Storage {
     this.checkUsable();
     assert(this.isLoaded, 'load() is called before applySnapshot()');
     await this.drained;
-    await stateWritesByDatabase.get(this.db)?.();
     this.checkUsable();
     const hasKeptSuffix = keepEntriesAfter && this.lastIndex > meta.index;
     const dropThrough = hasKeptSuffix ? meta.index : Math.max(this.lastIndex, meta.index);
@@ -314,7 +287,6 @@ export class RaftLogStore implements Storage {
     this.checkUsable();
     const through = Math.min(index, this.lastIndex);
     if (through <= this.offset()) return;
-    await stateWritesByDatabase.get(this.db)?.();
     this.checkUsable();
     this.compactedIndex = through;
     const value = Buffer.allocUnsafe(8);
