@@ -291,6 +291,11 @@ async function removeStaleSocket(path: string): Promise<void> {
 
 /** One transmission request, from header parse to reply. */
 class NbdRequest {
+  /** NBD error of the reply (0 = success); set when the request completes. */
+  error = 0;
+  /** Read data to send after the reply header; set when a read completes. */
+  data: Buffer | undefined = undefined;
+
   constructor(
     readonly handleHigh: number,
     readonly handleLow: number,
@@ -336,6 +341,18 @@ const FLAGS_ALLOWED_BY_COMMAND: Readonly<Record<number, number>> = {
   [P.NBD_CMD_WRITE_ZEROES]: P.NBD_CMD_FLAG_FUA | P.NBD_CMD_FLAG_NO_HOLE,
   [P.NBD_CMD_DISC]: P.NBD_CMD_FLAG_FUA,
 };
+/** Largest reply batch copied into one buffer; bigger batches (large reads) go out as a writev. */
+const REPLY_COPY_BYTES_MAX = 256 * 1024;
+
+/** Writes the simple reply header of `reply` at `at`; returns the offset after it. */
+function writeReplyHeader(out: Buffer, at: number, reply: NbdRequest): number {
+  out.writeUInt32BE(P.NBD_SIMPLE_REPLY_MAGIC, at);
+  out.writeUInt32BE(reply.error, at + 4);
+  out.writeUInt32BE(reply.handleHigh, at + 8);
+  out.writeUInt32BE(reply.handleLow, at + 12);
+  return at + P.NBD_SIMPLE_REPLY_HEADER_BYTES;
+}
+
 /** 2^53 / 2^32: an offset whose high word reaches this is not a safe integer, hence out of range. */
 const OFFSET_HIGH_LIMIT = 0x200000;
 
@@ -357,15 +374,54 @@ class NbdConnection {
   #inflightBytes = 0;
   #isPaused = false;
   #isWriteBlocked = false;
-  #isCorked = false;
+  /**
+   * Replies completed in this turn of the event loop and not yet handed to the socket. They leave
+   * together in one socket write from a `setImmediate` callback (after the poll phase has run
+   * every ready IO callback): one write system call per batch instead of one per reply, which on
+   * loopback also wakes the client once per batch.
+   */
+  #replies: NbdRequest[] = [];
+  /** Bytes of `#replies` (headers and read data). */
+  #replyBytes = 0;
+  #isReplyFlushScheduled = false;
   #isClosed = false;
   #isPumping = false;
   #isPumpRequested = false;
   /** Resolvers waiting for in-flight requests to reach zero (DISC and shutdown). */
   #drainWaiters: (() => void)[] = [];
-  readonly #uncork = (): void => {
-    this.#isCorked = false;
-    if (!this.#isClosed) this.#socket.uncork();
+  readonly #flushReplies = (): void => {
+    this.#isReplyFlushScheduled = false;
+    const replies = this.#replies;
+    const totalBytes = this.#replyBytes;
+    this.#replies = [];
+    this.#replyBytes = 0;
+    if (this.#isClosed || replies.length === 0) return;
+    const socket = this.#socket;
+    if (totalBytes <= REPLY_COPY_BYTES_MAX) {
+      // Headers and read data copied into one buffer: one write, one small allocation.
+      const out = Buffer.allocUnsafe(totalBytes);
+      let at = 0;
+      for (const reply of replies) {
+        at = writeReplyHeader(out, at, reply);
+        if (reply.data !== undefined) at += reply.data.copy(out, at);
+      }
+      socket.write(out);
+    } else {
+      // Large read data is not copied: the parts leave in one writev.
+      socket.cork();
+      for (const reply of replies) {
+        const header = Buffer.allocUnsafe(P.NBD_SIMPLE_REPLY_HEADER_BYTES);
+        writeReplyHeader(header, 0, reply);
+        socket.write(header);
+        if (reply.data !== undefined) socket.write(reply.data);
+      }
+      socket.uncork();
+    }
+    if (socket.writableLength > this.#limits.inflightBytesMax) this.#isWriteBlocked = true;
+    else if (this.#isWriteBlocked) {
+      this.#isWriteBlocked = false;
+      if (this.#phase === Phase.Transmission) this.#pump();
+    }
   };
   readonly #onDrain = (): void => {
     this.#isWriteBlocked = false;
@@ -871,20 +927,16 @@ class NbdConnection {
   #complete(request: NbdRequest, error: number, data: Buffer | undefined): void {
     if (error !== 0) this.#counters.requestErrors++;
     if (!this.#isClosed) {
-      const header = Buffer.allocUnsafe(P.NBD_SIMPLE_REPLY_HEADER_BYTES);
-      header.writeUInt32BE(P.NBD_SIMPLE_REPLY_MAGIC, 0);
-      header.writeUInt32BE(error, 4);
-      header.writeUInt32BE(request.handleHigh, 8);
-      header.writeUInt32BE(request.handleLow, 12);
-      // Replies completing in the same tick leave in one writev: cork now, uncork next tick.
-      if (!this.#isCorked) {
-        this.#isCorked = true;
-        this.#socket.cork();
-        process.nextTick(this.#uncork);
+      request.error = error;
+      request.data = error === 0 ? data : undefined;
+      this.#replies.push(request);
+      this.#replyBytes += P.NBD_SIMPLE_REPLY_HEADER_BYTES + (request.data?.length ?? 0);
+      if (!this.#isReplyFlushScheduled) {
+        this.#isReplyFlushScheduled = true;
+        setImmediate(this.#flushReplies);
       }
-      this.#socket.write(header);
-      if (data !== undefined && error === 0) this.#socket.write(data);
-      if (this.#socket.writableLength > this.#limits.inflightBytesMax) this.#isWriteBlocked = true;
+      // Replies waiting for the batch count as unsent bytes too.
+      if (this.#socket.writableLength + this.#replyBytes > this.#limits.inflightBytesMax) this.#isWriteBlocked = true;
     }
     this.#inflightRequests--;
     this.#inflightBytes -= request.costBytes;
@@ -916,7 +968,7 @@ class NbdConnection {
     if (this.#isClosed) return Promise.resolve();
     return new Promise((resolve) => {
       this.#socket.once('close', () => resolve());
-      if (this.#isCorked) this.#uncork();
+      this.#flushReplies();
       this.#socket.end();
       // A peer that never reads its replies must not keep the socket alive forever.
       setTimeout(() => this.#socket.destroy(), this.#limits.shutdownTimeoutMs).unref();
