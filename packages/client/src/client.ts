@@ -206,7 +206,9 @@ class PendingIo {
  * When requests sent by `RdlClient.send` leave in one message: after the current macrotask's
  * microtasks and the IO callbacks of the same event-loop turn (`setImmediate`), so that every
  * request issued while handling one batch of answers rides in the next message. Measured against
- * `queueMicrotask` in bench (sdk-*-4k-qd64): see the commit that introduced it.
+ * `queueMicrotask` (bench sdk-read-4k-qd64, two runs each, same loaded machine): 0.20 / 0.15 s
+ * CPU per 1k reads with setImmediate, 0.36 / 0.25 with queueMicrotask, which flushes before every
+ * caller's continuation has run and so sends more, smaller messages.
  */
 const scheduleFlush: (callback: () => void) => void = (callback) => setImmediate(callback);
 
