@@ -31,6 +31,7 @@ import {
   estimateMessageBytes,
   peerService,
   peerStreamMethod,
+  releaseFrame,
 } from './peer-protocol.js';
 
 /** One peer as the transport needs it. */
@@ -307,7 +308,10 @@ class PeerSender {
         continue;
       }
       this.sentMessages += batch.length;
-      const isWritable = call.write(frame);
+      // grpc-js has copied the frame by the time it reports the write done: its slab may be reused.
+      const isWritable = call.write(frame, (error: unknown) => {
+        if (error === null || error === undefined) releaseFrame(frame);
+      });
       if (!isWritable) {
         this.isWaitingForDrain = true;
         call.once('drain', () => {

@@ -97,23 +97,88 @@ function idBytes(id: string): Buffer {
   return bytes;
 }
 
-// Frames are carved out of 1 MiB slabs: allocating an ArrayBuffer per frame costs about as much as
-// copying 16 KiB. A slab is never reused, only replaced once full, so a frame stays valid for as
-// long as anyone holds it (grpc-js copies it on write; the slab is then garbage).
+// Frames are carved out of 1 MiB slabs, and a slab is reused once every frame carved from it was
+// released (`releaseFrame`, which the transport calls when grpc-js reports the write done: by then
+// grpc-js has copied the frame into its own length-prefixed message). Writing into fresh memory
+// costs a page fault per 4 KiB, which was most of the cost of encoding an entry. A frame that is
+// never released (an error, a test) only keeps its slab from being reused; the bookkeeping of such
+// slabs is bounded and they are left to the garbage collector.
 const SLAB_BYTES = 1024 * 1024;
-let slab = Buffer.allocUnsafeSlow(0);
-let slabUsed = 0;
+const SPARE_SLABS_MAX = 4;
+const RETIRED_SLABS_MAX = 32;
+
+interface Slab {
+  readonly memory: Buffer;
+  used: number;
+  /** Frames handed out and not released yet. */
+  outstanding: number;
+}
+
+let currentSlab: Slab | null = null;
+/** Full slabs with frames still out, oldest first. */
+const retiredSlabs: Slab[] = [];
+const spareSlabs: Slab[] = [];
+const slabsByMemory = new Map<ArrayBufferLike, Slab>();
+let isScribblingReleasedFrames = false;
 
 function allocateFrame(bytes: number): Buffer {
-  if (bytes > SLAB_BYTES / 4) return Buffer.allocUnsafeSlow(bytes);
-  if (slabUsed + bytes > slab.length) {
-    slab = Buffer.allocUnsafeSlow(SLAB_BYTES);
-    slabUsed = 0;
+  if (bytes > SLAB_BYTES / 4) return Buffer.allocUnsafeSlow(bytes); // not pooled; releaseFrame ignores it
+  let slab = currentSlab;
+  if (slab === null || slab.used + bytes > slab.memory.length) {
+    if (slab !== null) retireSlab(slab);
+    slab = spareSlabs.pop() ?? newSlab();
+    slab.used = 0;
+    currentSlab = slab;
   }
-  const frame = slab.subarray(slabUsed, slabUsed + bytes);
+  const frame = slab.memory.subarray(slab.used, slab.used + bytes);
   // Keep the next frame 8-byte aligned (cheaper copies).
-  slabUsed += (bytes + 7) & ~7;
+  slab.used += (bytes + 7) & ~7;
+  slab.outstanding++;
   return frame;
+}
+
+function newSlab(): Slab {
+  const slab: Slab = { memory: Buffer.allocUnsafeSlow(SLAB_BYTES), used: 0, outstanding: 0 };
+  slabsByMemory.set(slab.memory.buffer, slab);
+  return slab;
+}
+
+function retireSlab(slab: Slab): void {
+  if (slab.outstanding === 0) {
+    recycleSlab(slab);
+    return;
+  }
+  retiredSlabs.push(slab);
+  if (retiredSlabs.length > RETIRED_SLABS_MAX) slabsByMemory.delete(retiredSlabs.shift()!.memory.buffer);
+}
+
+function recycleSlab(slab: Slab): void {
+  if (spareSlabs.length < SPARE_SLABS_MAX) spareSlabs.push(slab);
+  else slabsByMemory.delete(slab.memory.buffer);
+}
+
+/**
+ * Hands a frame from `encodeFrame` back for reuse. Call it once per frame, only when nothing will
+ * read the frame again (the transport: when grpc-js completed the write without error). Frames not
+ * from the pool are ignored.
+ */
+export function releaseFrame(frame: Buffer): void {
+  const slab = slabsByMemory.get(frame.buffer);
+  if (slab === undefined || slab.outstanding === 0) return;
+  if (isScribblingReleasedFrames) frame.fill(0xee);
+  slab.outstanding--;
+  if (slab.outstanding > 0 || slab === currentSlab) return;
+  const i = retiredSlabs.indexOf(slab);
+  if (i >= 0) retiredSlabs.splice(i, 1);
+  recycleSlab(slab);
+}
+
+/**
+ * Test hook: overwrite every released frame, so that a test sees corrupted payloads if anything
+ * (a future grpc-js that does not copy) still read a frame after its release.
+ */
+export function setScribblingReleasedFrames(isScribbling: boolean): void {
+  isScribblingReleasedFrames = isScribbling;
 }
 
 function isCount(value: unknown): value is number {

@@ -6,6 +6,8 @@
 // received payloads as views into the frame, every truncation and seeded random corruption
 // rejected with a code and never thrown, and version mismatches refused both ways (a version-1
 // frame or dialler here, a version-1 server there; a version-1 decoder cannot read our frames).
+// Frame memory is reused once released, and a test that overwrites every released frame checks
+// that nothing (grpc-js) still reads a frame after the transport released it.
 import test from 'ava';
 import { Client, Metadata, Server, ServerCredentials, credentials } from '@grpc/grpc-js';
 import type { ClientDuplexStream, ServerDuplexStream } from '@grpc/grpc-js';
@@ -21,6 +23,8 @@ import {
   estimateMessageBytes,
   peerService,
   peerStreamMethod,
+  releaseFrame,
+  setScribblingReleasedFrames,
 } from '../../src/transport/peer-protocol.js';
 import type { RaftMessage } from '../../src/raft-types.js';
 import { DaemonMetrics } from '../../src/metrics.js';
@@ -411,4 +415,60 @@ test('streams between daemons of different protocol versions are refused both wa
   t.false(a.transport.gauges().isConnected.gland);
   a.transport.send([msg('geneva', 'gland', 1)]);
   t.is(a.transport.gauges().queuedMessages.gland, 0);
+});
+
+test('frame memory is reused once every frame of its slab was released, not before', (t) => {
+  const big = (i: number): RaftMessage => msg('gland', 'geneva', i, new Uint8Array(100 * 1024).fill(i));
+  const first = encodeFrame([big(0)]);
+  const kept: Buffer[] = [first];
+  // Unreleased frames: a full slab is replaced by fresh memory.
+  for (let i = 1; i < 30; i++) kept.push(encodeFrame([big(i)]));
+  t.true(new Set(kept.map((f) => f.buffer)).size >= 3, 'unreleased frames never share reused memory');
+  t.true(
+    kept.every((f, i) => f[f.length - 1] === i),
+    'every kept frame still holds its own payload',
+  );
+  // Released frames: their slabs come back.
+  for (const f of kept) releaseFrame(f);
+  const slabs = new Set(kept.map((f) => f.buffer));
+  const again = Array.from({ length: 30 }, (_, i) => encodeFrame([big(i)]));
+  t.true(
+    again.some((f) => slabs.has(f.buffer)),
+    'a released slab is reused',
+  );
+  for (const f of again) releaseFrame(f);
+});
+
+test('no frame is read after the transport released it (released frames overwritten)', async (t) => {
+  const [pa, pb] = await freePorts(2);
+  const a = makeTransport('geneva', pa, { gland: pb });
+  const b = makeTransport('gland', pb, { geneva: pa });
+  setScribblingReleasedFrames(true);
+  t.teardown(() => {
+    setScribblingReleasedFrames(false);
+    return Promise.all([a.transport.close(), b.transport.close()]);
+  });
+  await Promise.all([a.transport.start(), b.transport.start()]);
+  await waitFor(() => a.transport.gauges().isConnected.gland, 'stream open');
+  // 2,400 entries of 4 KiB (about 10 MiB: slabs are reused several times), 16 per turn (frames of
+  // 64 KiB come from the slabs; frames above 256 KiB would not).
+  const payload = (i: number): Uint8Array => new Uint8Array(4096).map((_, k) => (i * 31 + k) % 251);
+  for (let turn = 0; turn < 150; turn++) {
+    a.transport.send(
+      Array.from({ length: 16 }, (_, k) => msg('geneva', 'gland', turn * 16 + k, payload(turn * 16 + k))),
+    );
+    await waitFor(() => b.received.length === (turn + 1) * 16, `turn ${turn}`, 10_000, 1);
+  }
+  let intact = 0;
+  for (const m of b.received) {
+    const data = (m.entries as { data: Uint8Array }[])[0].data;
+    if (
+      Buffer.compare(
+        Buffer.from(data.buffer, data.byteOffset, data.byteLength),
+        Buffer.from(payload(m.index as number)),
+      ) === 0
+    )
+      intact++;
+  }
+  t.is(intact, 2400);
 });
