@@ -3,6 +3,7 @@
  * can substitute a file system that loses what was written after the last `datasync` when they
  * simulate a power loss (test/storage/crash-fs.ts). `nodeWalFileSystem` is the real one.
  */
+import { constants } from 'node:fs';
 import { open, readdir, readFile, rename, rm, unlink, mkdir } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
 
@@ -10,6 +11,13 @@ import type { FileHandle } from 'node:fs/promises';
 export interface WalFile {
   /** Writes all of `data` at byte `position` (the file is not extended implicitly beyond it). */
   write(data: Uint8Array, position: number): Promise<void>;
+  /**
+   * Writes all of `data` at `position`, durably (through a second descriptor opened with
+   * `O_DSYNC`): that range survives a power loss once this resolves. One call instead of a write
+   * and a datasync: one trip through libuv's thread pool, which matters on a busy machine. It does
+   * not make earlier, unsynced writes of other ranges durable.
+   */
+  writeSynced(data: Uint8Array, position: number): Promise<void>;
   /** `fdatasync(2)`: what was written so far survives a power loss once this resolves. */
   datasync(): Promise<void>;
   close(): Promise<void>;
@@ -37,23 +45,40 @@ export interface WalFileSystem {
   syncDirectory(directory: string): Promise<void>;
 }
 
-class NodeWalFile implements WalFile {
-  constructor(private readonly handle: FileHandle) {}
+async function writeAll(handle: FileHandle, data: Uint8Array, position: number): Promise<void> {
+  let done = 0;
+  while (done < data.length) {
+    const { bytesWritten } = await handle.write(data, done, data.length - done, position + done);
+    done += bytesWritten;
+  }
+}
 
-  async write(data: Uint8Array, position: number): Promise<void> {
-    let done = 0;
-    while (done < data.length) {
-      const { bytesWritten } = await this.handle.write(data, done, data.length - done, position + done);
-      done += bytesWritten;
-    }
+class NodeWalFile implements WalFile {
+  private synced: Promise<FileHandle> | null = null;
+
+  constructor(
+    private readonly path: string,
+    private readonly handle: FileHandle,
+  ) {}
+
+  write(data: Uint8Array, position: number): Promise<void> {
+    return writeAll(this.handle, data, position);
+  }
+
+  async writeSynced(data: Uint8Array, position: number): Promise<void> {
+    this.synced ??= open(this.path, constants.O_RDWR | constants.O_DSYNC);
+    await writeAll(await this.synced, data, position);
   }
 
   datasync(): Promise<void> {
     return this.handle.datasync();
   }
 
-  close(): Promise<void> {
-    return this.handle.close();
+  async close(): Promise<void> {
+    const synced = this.synced;
+    this.synced = null;
+    await this.handle.close();
+    if (synced !== null) await (await synced).close();
   }
 }
 
@@ -71,8 +96,8 @@ export const nodeWalFileSystem: WalFileSystem = {
     }
   },
   read: (path) => readFile(path),
-  openExisting: async (path) => new NodeWalFile(await open(path, 'r+')),
-  create: async (path) => new NodeWalFile(await open(path, 'w')),
+  openExisting: async (path) => new NodeWalFile(path, await open(path, 'r+')),
+  create: async (path) => new NodeWalFile(path, await open(path, 'w')),
   rename: (from, to) => rename(from, to),
   async remove(path) {
     try {

@@ -10,9 +10,11 @@
  * append is one `write` of its records and ONE `fdatasync` that flushes data blocks only.
  *
  * Group commit: appends that arrive while a write+sync is in flight queue (at most
- * `queuedAppendsMax`) and all go into the next write+sync together, as one buffer. An append that
- * only moves the commit index is written without a sync of its own (etcd's MustSync rule); the
- * next synced write makes it durable, in order.
+ * `queuedAppendsMax`) and all go into the next write+sync together, as one buffer, written with
+ * one `O_DSYNC` write (`WalFile.writeSynced`: one trip through libuv's thread pool instead of a
+ * write and an fdatasync). An append that only moves the commit index needs no sync (etcd's
+ * MustSync rule): it is not even written then, but held and written in front of the next synced
+ * write (or at close), which makes it durable in order.
  *
  * Replay semantics: `load()` replays every record of the live segments in order; an entries
  * record replaces any stored entries from its first index on, so a follower's conflicting suffix
@@ -75,6 +77,8 @@ export const WAL_SEGMENT_BYTES_MAX = 4 * 1024 * 1024 * 1024;
 const ZERO_CHUNK = Buffer.alloc(1024 * 1024);
 const END_MARKER = Buffer.alloc(4);
 const ENTRIES_PAYLOAD_OVERHEAD_BYTES = 12;
+/** Commit-only records held back for the next synced write, at most (beyond it they are written unsynced). */
+const DEFERRED_BYTES_MAX = 64 * 1024;
 
 /** Observes the synced writes (tests, metrics). */
 export interface WalObserver {
@@ -124,6 +128,8 @@ interface OpenSegment {
   offset: number;
   /** The CRC chain value after the last record written. */
   crc: number;
+  /** Bytes were written to this segment since its last sync (a synced write must then datasync). */
+  hasUnsyncedBytes: boolean;
 }
 
 interface SyncWaiter {
@@ -168,6 +174,12 @@ export class WalLogStore implements Storage {
   private drained: Promise<void> = Promise.resolve();
   private writesIssued = 0;
   private waiters: SyncWaiter[] = [];
+  /**
+   * Commit-only hard state records not written yet: they go to disk in front of the next synced
+   * write (or at close), which makes them durable in order. Raft needs no more of the commit index.
+   */
+  private deferred: PendingRecord[] = [];
+  private deferredBytes = 0;
   private stateBarrier: ((index: number) => Promise<void>) | null = null;
 
   constructor(directory: string, options: WalLogStoreOptions = {}) {
@@ -208,7 +220,9 @@ export class WalLogStore implements Storage {
   async load(): Promise<PersistedState> {
     this.checkUsable();
     await this.drained;
+    await this.flushDeferred();
     await this.releaseFiles();
+    this.segments = [];
     try {
       return await this.loadFromDisk();
     } catch (error) {
@@ -346,6 +360,7 @@ export class WalLogStore implements Storage {
     if (this.isClosed) return;
     this.isClosed = true;
     await this.drained;
+    await this.flushDeferred().catch(() => undefined);
     await this.releaseFiles().catch(() => undefined);
     const waiters = this.waiters;
     this.waiters = [];
@@ -430,6 +445,7 @@ export class WalLogStore implements Storage {
       sizeBytes: last.sizeBytes,
       offset: last.endOffset,
       crc: last.endCrc,
+      hasUnsyncedBytes: false,
     };
     this.isLoaded = true;
     return { hardState: replay.hardState, snapshot: replay.snapshot, entries };
@@ -442,7 +458,14 @@ export class WalLogStore implements Storage {
     await this.fs.syncDirectory(join(this.directory, '..'));
     this.setViews({ term: 0, vote: null, commit: 0 }, null, 0, 1, []);
     const file = await this.fs.openExisting(this.segmentPath(1));
-    this.current = { seq: 1, file, sizeBytes: this.segmentBytes, offset: 0, crc: segmentSeed(1) };
+    this.current = {
+      seq: 1,
+      file,
+      sizeBytes: this.segmentBytes,
+      offset: 0,
+      crc: segmentSeed(1),
+      hasUnsyncedBytes: false,
+    };
     this.segments = [{ seq: 1, firstIndex: 1 }];
     const header = this.frame(RecordType.SegmentHeader, encodeHeader(this.written.header(1)));
     await file.write(Buffer.concat(header), 0);
@@ -516,8 +539,20 @@ export class WalLogStore implements Storage {
           for (const item of group) item.reject(this.failure);
           continue;
         }
-        const records = group.length === 1 ? group[0].records : group.flatMap((item) => item.records);
+        let records = group.length === 1 ? group[0].records : group.flatMap((item) => item.records);
         const isSynced = group.some((item) => item.isSyncNeeded);
+        if (!isSynced && this.deferredBytes + bytes <= DEFERRED_BYTES_MAX) {
+          // Commit-only: no IO now; written (and synced) in front of the next synced write.
+          for (const record of records) this.deferred.push(record);
+          this.deferredBytes += bytes;
+          for (const item of group) item.resolve();
+          continue;
+        }
+        if (this.deferred.length > 0) {
+          records = [...this.deferred, ...records];
+          this.deferred = [];
+          this.deferredBytes = 0;
+        }
         const startedMs = performance.now();
         try {
           await this.writeRecords(records, isSynced);
@@ -576,8 +611,34 @@ export class WalLogStore implements Storage {
       record.apply(this.written);
     }
     const segment = this.current!;
-    if (parts.length > 0) await segment.file.write(parts.length === 1 ? parts[0] : Buffer.concat(parts), partStart);
-    if (isSynced) await segment.file.datasync();
+    const data = parts.length === 0 ? null : parts.length === 1 ? parts[0] : Buffer.concat(parts);
+    if (isSynced && !segment.hasUnsyncedBytes && data !== null) {
+      // The common case: one O_DSYNC write, one trip through the thread pool.
+      await segment.file.writeSynced(data, partStart);
+      return;
+    }
+    if (data !== null) {
+      await segment.file.write(data, partStart);
+      segment.hasUnsyncedBytes = true;
+    }
+    if (isSynced) {
+      await segment.file.datasync();
+      segment.hasUnsyncedBytes = false;
+    }
+  }
+
+  /** Writes and syncs the deferred commit-only records (before a reload or close). */
+  private async flushDeferred(): Promise<void> {
+    if (this.deferred.length === 0 || this.failure !== null || this.current === null) return;
+    const records = this.deferred;
+    this.deferred = [];
+    this.deferredBytes = 0;
+    try {
+      await this.writeRecords(records, true);
+    } catch (error) {
+      throw this.fail(wrapIoError(error, 'appending to the Raft WAL'));
+    }
+    for (const record of records) record.apply(this.durable);
   }
 
   /** Switches to the next segment (waiting for its preparation if it is not ready yet). */
@@ -589,7 +650,7 @@ export class WalLogStore implements Storage {
     await spare.ready;
     this.spare = null;
     const file = await this.fs.openExisting(this.segmentPath(seq));
-    this.current = { seq, file, sizeBytes: spare.sizeBytes, offset: 0, crc: segmentSeed(seq) };
+    this.current = { seq, file, sizeBytes: spare.sizeBytes, offset: 0, crc: segmentSeed(seq), hasUnsyncedBytes: false };
     this.segments.push({ seq, firstIndex: this.written.lastIndex + 1 });
     await previous.file.close();
   }

@@ -1,7 +1,7 @@
 /**
  * An in-memory `WalFileSystem` for tests that simulates a power loss: `crash()` returns a new file
- * system holding, per file, what was there at its last `datasync`, plus (when given a random
- * source) a random subset of the writes made since, each kept whole, cut short (torn) or dropped,
+ * system holding, per file, what was there at its last `datasync` and every `writeSynced` (O_DSYNC)
+ * range, plus (when given a random source) a random subset of the other writes made since, each kept whole, cut short (torn) or dropped,
  * in any combination (the disk may persist later writes and not earlier ones). Directory
  * operations (create, rename, remove) are durable at once: the WAL syncs the directory after each
  * of them, so this models a disk that honours those syncs.
@@ -14,8 +14,8 @@ interface SimFile {
   current: Buffer;
   /** What survives a power loss for sure. */
   durable: Buffer;
-  /** Writes since the last datasync, in order. */
-  unsynced: { position: number; bytes: Buffer }[];
+  /** Writes since the last datasync, in order (`isDurable`: an O_DSYNC write, always kept). */
+  unsynced: { position: number; bytes: Buffer; isDurable: boolean }[];
 }
 
 function written(target: Buffer, position: number, bytes: Uint8Array): Buffer {
@@ -36,6 +36,8 @@ export class CrashFileSystem implements WalFileSystem {
   /** Counts, for tests that check the IO pattern. */
   datasyncs = 0;
   writes = 0;
+  /** O_DSYNC writes (also counted in `writes`). */
+  syncedWrites = 0;
   /** Set to make every datasync take one turn of the event loop (so crashes can land mid-sync). */
   isSlow = false;
   /** While set, every datasync waits for it (tests holding the log's syncs). */
@@ -111,8 +113,14 @@ export class CrashFileSystem implements WalFileSystem {
     for (const directory of this.directories) after.directories.add(directory);
     for (const [path, file] of this.files) {
       let bytes: Buffer = Buffer.from(file.durable);
-      if (random !== undefined) {
+      if (random === undefined) {
+        for (const write of file.unsynced) if (write.isDurable) bytes = written(bytes, write.position, write.bytes);
+      } else {
         for (const write of file.unsynced) {
+          if (write.isDurable) {
+            bytes = written(bytes, write.position, write.bytes);
+            continue;
+          }
           const choice = random(3);
           if (choice === 0) continue;
           const kept = choice === 1 ? write.bytes : write.bytes.subarray(0, random(write.bytes.length + 1));
@@ -126,7 +134,7 @@ export class CrashFileSystem implements WalFileSystem {
 
   private handle(path: string): WalFile {
     const files = this.files;
-    const count = (what: 'writes' | 'datasyncs'): void => {
+    const count = (what: 'writes' | 'datasyncs' | 'syncedWrites'): void => {
       this[what] += 1;
     };
     const isSlow = (): boolean => this.isSlow;
@@ -142,7 +150,19 @@ export class CrashFileSystem implements WalFileSystem {
         const target = file();
         count('writes');
         target.current = written(target.current, position, data);
-        target.unsynced.push({ position, bytes: Buffer.from(data) });
+        target.unsynced.push({ position, bytes: Buffer.from(data), isDurable: false });
+      },
+      async writeSynced(data, position) {
+        const target = file();
+        count('writes');
+        // In the page cache at once, durable only when the call returns (a crash meanwhile may tear it).
+        target.current = written(target.current, position, data);
+        const write = { position, bytes: Buffer.from(data), isDurable: false };
+        target.unsynced.push(write);
+        if (isSlow()) await new Promise((resolve) => setImmediate(resolve));
+        await gate();
+        count('syncedWrites');
+        write.isDurable = true;
       },
       async datasync() {
         const target = file();
