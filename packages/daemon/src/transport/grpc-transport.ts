@@ -24,6 +24,7 @@ import {
   METADATA_PEER_PROTOCOL,
   METADATA_PEER_TO,
   PEER_PROTOCOL_VERSION,
+  compactBytes,
   decodeFrame,
   decodeNotice,
   encodeFrame,
@@ -69,6 +70,8 @@ const NOTICE_INTERVAL_MS = 1000;
 interface Queued {
   readonly message: RaftMessage;
   readonly bytes: number;
+  /** `compactBytes(message)`, computed once at send time. */
+  readonly compact: number;
   /** When the message may leave (performance.now() ms); 0 when not delayed. */
   readonly dueMs: number;
 }
@@ -130,17 +133,18 @@ class PeerSender {
     if (this.state === 'closed') return this.drop('closed');
     // While the peer is unreachable, queueing only delays the inevitable drop and wastes memory.
     if (this.state === 'backoff') return this.drop('unreachable');
-    const bytes = estimateMessageBytes(message);
+    const compact = compactBytes(message);
+    const bytes = estimateMessageBytes(message, compact);
     if (bytes > this.options.messageBytesMax) return this.drop('too-large');
     if (this.queuedMessages >= this.options.queueMessagesMax || this.queuedBytes + bytes > this.options.queueBytesMax) {
       return this.drop('queue-full');
     }
     this.queuedBytes += bytes;
     if (this.peer.delayMs > 0) {
-      this.delayed.push({ message, bytes, dueMs: performance.now() + this.peer.delayMs });
+      this.delayed.push({ message, bytes, compact, dueMs: performance.now() + this.peer.delayMs });
       this.scheduleDelayed();
     } else {
-      this.ready.push({ message, bytes, dueMs: 0 });
+      this.ready.push({ message, bytes, compact, dueMs: 0 });
       this.scheduleFlush();
     }
   }
@@ -287,6 +291,7 @@ class PeerSender {
     if (this.state !== 'open' || call === null || this.isWaitingForDrain) return;
     while (this.head < this.ready.length) {
       const batch: RaftMessage[] = [];
+      const sizes: number[] = [];
       let bytes = 0;
       while (
         this.head < this.ready.length &&
@@ -295,12 +300,13 @@ class PeerSender {
       ) {
         const item = this.ready[this.head++];
         batch.push(item.message);
+        sizes.push(item.compact);
         bytes += item.bytes;
       }
       this.queuedBytes -= bytes;
       let frame: Buffer;
       try {
-        frame = encodeFrame(batch);
+        frame = encodeFrame(batch, sizes);
       } catch (err) {
         // A message msgpack cannot carry is a bug in whoever built it; do not let it wedge the queue.
         this.logger.error({ err }, 'cannot encode Raft messages; dropped');

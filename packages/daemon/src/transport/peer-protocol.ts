@@ -193,9 +193,10 @@ function keyCount(value: object): number {
 
 /**
  * The exact encoded size of `message` in the compact layout (kind 1), or -1 when it does not have
- * exactly the core's shape (then it travels as msgpack and keeps every field it has).
+ * exactly the core's shape (then it travels as msgpack and keeps every field it has). A sender may
+ * compute it once and pass it to `estimateMessageBytes` and `encodeFrame`.
  */
-function compactBytes(message: RaftMessage): number {
+export function compactBytes(message: RaftMessage): number {
   const m = message as Record<string, unknown>;
   const type = m.type;
   if (typeof type !== 'number' || !Number.isInteger(type) || type < 0 || type > 0xff) return -1;
@@ -223,8 +224,7 @@ function compactBytes(message: RaftMessage): number {
  * fixed envelope plus every binary payload, two levels deep). Used for queue byte limits and frame
  * sizing, where an estimate within tens of bytes per message is what matters.
  */
-export function estimateMessageBytes(message: RaftMessage): number {
-  const compact = compactBytes(message);
+export function estimateMessageBytes(message: RaftMessage, compact = compactBytes(message)): number {
   if (compact >= 0) return compact;
   let bytes = 64;
   for (const value of Object.values(message)) {
@@ -250,14 +250,16 @@ export function estimateMessageBytes(message: RaftMessage): number {
 }
 
 /**
- * Encodes a batch of messages into one frame (format above). Throws only for a message msgpack
- * cannot carry (a bug in whoever built it).
+ * Encodes a batch of messages into one frame (format above). `compactSizes[i]`, if given, must be
+ * `compactBytes(messages[i])` of the message as it is now (it saves recomputing it). Throws only
+ * for a message msgpack cannot carry (a bug in whoever built it). The frame may come from a reused
+ * slab: hand it to `releaseFrame` once nothing reads it any more.
  */
-export function encodeFrame(messages: readonly RaftMessage[]): Buffer {
+export function encodeFrame(messages: readonly RaftMessage[], compactSizes?: readonly number[]): Buffer {
   let packed: (Buffer | null)[] | null = null;
   let total = FRAME_HEADER_BYTES;
   for (let i = 0; i < messages.length; i++) {
-    let size = compactBytes(messages[i]);
+    let size = compactSizes === undefined ? compactBytes(messages[i]) : compactSizes[i];
     if (size < 0) {
       packed ??= new Array<Buffer | null>(messages.length).fill(null);
       const bytes = packr.pack(messages[i]);
