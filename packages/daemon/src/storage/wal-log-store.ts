@@ -75,6 +75,8 @@ export const WAL_SEGMENT_BYTES_MIN = 4 * SEGMENT_HEADER_RESERVE_BYTES;
 export const WAL_SEGMENT_BYTES_MAX = 4 * 1024 * 1024 * 1024;
 
 const ZERO_CHUNK = Buffer.alloc(1024 * 1024);
+/** While a segment is zero-filled, it is fdatasynced after every this many bytes. */
+const SPARE_SYNC_BYTES = 8 * ZERO_CHUNK.length;
 const END_MARKER = Buffer.alloc(4);
 const ENTRIES_PAYLOAD_OVERHEAD_BYTES = 12;
 /** Commit-only records held back for the next synced write, at most (beyond it they are written unsynced). */
@@ -677,6 +679,8 @@ export class WalLogStore implements Storage {
       for (let position = 0; position < sizeBytes; position += ZERO_CHUNK.length) {
         const length = Math.min(ZERO_CHUNK.length, sizeBytes - position);
         await file.write(length === ZERO_CHUNK.length ? ZERO_CHUNK : ZERO_CHUNK.subarray(0, length), position);
+        // Flushed every few MiB: one 64 MiB flush would queue the log's own synced writes behind it.
+        if ((position + length) % SPARE_SYNC_BYTES === 0) await file.datasync();
       }
       await file.datasync();
     } finally {
