@@ -8,6 +8,7 @@ import { readFileSync } from 'node:fs';
 import { resolve as resolvePath } from 'node:path';
 import { Command, Option } from 'commander';
 import { parse as parseToml, TomlError } from 'smol-toml';
+import { MESSAGE_BYTES_MAX } from '@rdl/client/wire';
 import { DaemonError, DaemonErrorCode } from './errors.js';
 import { logLevels } from './logging.js';
 
@@ -800,6 +801,13 @@ export function loadConfig(sources: ConfigSources = {}): DaemonConfig {
   }
   if (api && api.ioBytesMax + 64 * KiB > api.requestBytesMax) {
     problems.push(`api.io_bytes_max plus 64 KiB of framing must fit in api.request_bytes_max`);
+  }
+  // The SDK fills one Io message with up to IO_BATCH_BYTES_MAX of payload whatever this daemon's
+  // io_bytes_max is, so a smaller receive limit would fail well-formed batches at the gRPC layer.
+  if (api && api.requestBytesMax < MESSAGE_BYTES_MAX) {
+    problems.push(
+      `api.request_bytes_max (${api.requestBytesMax}) must be at least ${MESSAGE_BYTES_MAX}, the largest Io message the SDK sends`,
+    );
   }
   if (transport && raft && transport.messageBytesMax < raft.appendBatchBytesMax + raft.entryBytesMax) {
     problems.push('transport.message_bytes_max must hold one AppendEntries batch plus one largest entry');

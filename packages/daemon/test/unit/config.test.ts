@@ -206,3 +206,19 @@ test('every [raft] key is a RaftNode setting', (t) => {
   const config = loadConfig({ env: { RDL_REGION: 'a', RDL_DATA_DIR: '/d' } });
   for (const key of Object.keys(config.raft)) t.true(key in defaultRaftConfig, `RaftConfig has no ${key}`);
 });
+
+test('api.request_bytes_max below the largest Io message the SDK sends is rejected', (t) => {
+  const error = t.throws(() =>
+    loadConfig({
+      fileText: `${file}\n[api]\nrequest_bytes_max = "1MiB"\nio_bytes_max = "512KiB"\nstream_inflight_bytes_max = "1MiB"\n`,
+      env: {},
+      flags: parseArgs([]),
+    }),
+  );
+  t.is((error as { code?: string }).code, 'DAEMON_CONFIG_INVALID');
+  const problems = (error as unknown as { problems: string[] }).problems;
+  t.true(
+    problems.some((p) => p.includes('api.request_bytes_max') && p.includes('largest Io message')),
+    problems.join(' | '),
+  );
+});
