@@ -1,8 +1,16 @@
 /**
  * `GrpcTransport`: the Raft `Transport` between daemons over gRPC (`rdl.v1.Peer`, see
- * peer-protocol.ts). One long-lived outgoing bidi stream per peer; messages queued during an
- * event-loop turn are written as one frame. Per-peer queues are bounded by messages and bytes and
- * drop when full (Raft retransmits). A failed stream is reopened with exponential back-off; while a
+ * peer-protocol.ts). Two lanes per peer, each one long-lived outgoing bidi stream on its own HTTP/2
+ * connection: the bulk lane carries the messages with log entries or snapshot data (App, Prop,
+ * Snap), the control lane everything else (heartbeats, votes, acknowledgements). A heartbeat or an
+ * append acknowledgement therefore never waits behind megabytes of appends in a queue, an HTTP/2
+ * flow-control window or a socket buffer; followers would otherwise miss heartbeats and the leader
+ * would fail CheckQuorum under 1 MiB writes. Raft tolerates the reordering between lanes (the
+ * `Transport` contract); order within a lane is kept, so appends still arrive in order. Messages
+ * queued during an event-loop turn are written as frames of at most `FRAME_BYTES_TARGET` (more only
+ * for a single larger message), so a follower can start persisting the first entries of a burst
+ * while the rest is on the wire. Per-lane queues are bounded by messages and bytes and drop when
+ * full (Raft retransmits). A failed stream is reopened with exponential back-off; while a
  * peer is unreachable its messages are dropped at once rather than piling up. An optional per-peer
  * delay emulates inter-region latency.
  *
@@ -18,6 +26,7 @@ import type { RaftMessage, Transport } from '../raft-types.js';
 import { DaemonError, DaemonErrorCode } from '../errors.js';
 import type { Logger } from '../logging.js';
 import type { DaemonMetrics, TransportGaugeSource } from '../metrics.js';
+import { MessageType } from '@rdl/raft';
 import { bindGrpcServer } from './listen.js';
 import {
   METADATA_PEER_FROM,
@@ -51,7 +60,9 @@ export interface GrpcTransportOptions {
   /** Listen address `host:port` of the peer service (port 0 = ephemeral). */
   readonly listenAddress: string;
   readonly peers: readonly TransportPeer[];
+  /** Messages queued per peer and lane before new ones are dropped. */
   readonly queueMessagesMax: number;
+  /** Bytes queued per peer and lane before new messages are dropped. */
   readonly queueBytesMax: number;
   /** Largest frame accepted from a peer (and largest single message sent). */
   readonly messageBytesMax: number;
@@ -61,10 +72,31 @@ export interface GrpcTransportOptions {
   readonly metrics?: DaemonMetrics;
 }
 
+/** Which stream of a peer a message travels on (see the file comment). */
+export type PeerLane = 'control' | 'bulk';
+
+/**
+ * The lane of `message`: bulk for messages that carry log entries or snapshot data, and for every
+ * App (an empty App must not overtake a full one: the follower would reject it and the leader
+ * would fall back to probing and re-send the entries in flight); control for everything else.
+ */
+export function laneOf(message: RaftMessage): PeerLane {
+  const m = message as { type?: unknown; entries?: { length: number }; snapshot?: unknown };
+  if (m.type === MessageType.App || m.type === MessageType.Prop || m.type === MessageType.Snap) return 'bulk';
+  if ((m.entries !== undefined && m.entries.length > 0) || m.snapshot !== undefined) return 'bulk';
+  return 'control';
+}
+
 type DropReason = 'queue-full' | 'unreachable' | 'too-large' | 'unknown-peer' | 'closed' | 'disconnected';
 
 /** Frames written per flush are capped so one flush cannot monopolise the event loop. */
 const FRAME_MESSAGES_MAX = 512;
+/**
+ * A frame is closed once it holds this many bytes. gRPC delivers a frame only when all of it
+ * arrived, so four 1 MiB appends in one frame would make the follower wait for the fourth before it
+ * can persist the first; smaller frames let the receiver's disk work overlap the transfer.
+ */
+export const FRAME_BYTES_TARGET = 256 * 1024;
 const NOTICE_INTERVAL_MS = 1000;
 
 interface Queued {
@@ -76,7 +108,7 @@ interface Queued {
   readonly dueMs: number;
 }
 
-/** The sending half for one peer: bounded queue, optional delay line, one stream, back-off. */
+/** The sending half for one lane of one peer: bounded queue, optional delay line, one stream, back-off. */
 class PeerSender {
   private state: 'connecting' | 'open' | 'backoff' | 'closed' = 'backoff';
   private readonly client: Client;
@@ -99,9 +131,13 @@ class PeerSender {
   constructor(
     private readonly peer: TransportPeer,
     private readonly options: GrpcTransportOptions,
+    readonly lane: PeerLane,
   ) {
-    this.logger = options.logger.child({ peer: peer.id });
+    this.logger = options.logger.child({ peer: peer.id, lane });
     this.client = new Client(peer.address, credentials.createInsecure(), {
+      // Each lane has its own HTTP/2 connection (grpc-js would otherwise share one subchannel between
+      // the two clients): streams of one connection share its flow-control window and socket.
+      'grpc.use_local_subchannel_pool': 1,
       'grpc.max_receive_message_length': 1024 * 1024,
       'grpc.max_send_message_length': options.messageBytesMax,
       'grpc.keepalive_time_ms': 5_000,
@@ -296,7 +332,8 @@ class PeerSender {
       while (
         this.head < this.ready.length &&
         batch.length < FRAME_MESSAGES_MAX &&
-        (batch.length === 0 || bytes + this.ready[this.head].bytes <= this.options.messageBytesMax)
+        (batch.length === 0 ||
+          (bytes < FRAME_BYTES_TARGET && bytes + this.ready[this.head].bytes <= this.options.messageBytesMax))
       ) {
         const item = this.ready[this.head++];
         batch.push(item.message);
@@ -361,7 +398,8 @@ class PeerSender {
 /** The gRPC peer transport. Create, `onMessage` (the Raft node does), `start`, and `close` at shutdown. */
 export class GrpcTransport implements Transport {
   private handler: ((message: RaftMessage) => void) | null = null;
-  private readonly senders = new Map<string, PeerSender>();
+  /** Per peer: [control lane, bulk lane]. */
+  private readonly senders = new Map<string, readonly [PeerSender, PeerSender]>();
   private readonly server: Server;
   private readonly inbound = new Set<ServerDuplexStream<Buffer, Buffer>>();
   /** Messages received per peer, read by the metrics at scrape time. */
@@ -373,7 +411,9 @@ export class GrpcTransport implements Transport {
 
   constructor(private readonly options: GrpcTransportOptions) {
     this.logger = options.logger;
-    for (const peer of options.peers) this.senders.set(peer.id, new PeerSender(peer, options));
+    for (const peer of options.peers) {
+      this.senders.set(peer.id, [new PeerSender(peer, options, 'control'), new PeerSender(peer, options, 'bulk')]);
+    }
     this.server = new Server({
       'grpc.max_receive_message_length': options.messageBytesMax,
       'grpc.max_send_message_length': 1024 * 1024,
@@ -389,14 +429,14 @@ export class GrpcTransport implements Transport {
   /** Binds the peer listener and starts dialling every peer. Rejects with DAEMON_PORT_IN_USE / DAEMON_LISTEN_FAILED. */
   async start(): Promise<number> {
     this.port = await bindGrpcServer(this.server, this.options.listenAddress, 'peers');
-    for (const sender of this.senders.values()) sender.start();
+    for (const lanes of this.senders.values()) for (const sender of lanes) sender.start();
     return this.port;
   }
 
   send(messages: readonly RaftMessage[]): void {
     for (const message of messages) {
-      const sender = this.senders.get(message.to);
-      if (sender) sender.send(message);
+      const lanes = this.senders.get(message.to);
+      if (lanes) lanes[laneOf(message) === 'control' ? 0 : 1].send(message);
       else this.options.metrics?.peerMessagesDropped.inc({ peer: String(message.to), reason: 'unknown-peer' });
     }
   }
@@ -414,11 +454,11 @@ export class GrpcTransport implements Transport {
       sentMessages: {} as Record<string, number>,
       receivedMessages: {} as Record<string, number>,
     } satisfies TransportGaugeSource;
-    for (const [id, sender] of this.senders) {
-      result.queuedBytes[id] = sender.bytes;
-      result.queuedMessages[id] = sender.queuedMessages;
-      result.isConnected[id] = sender.isConnected;
-      result.sentMessages[id] = sender.sentMessages;
+    for (const [id, [control, bulk]] of this.senders) {
+      result.queuedBytes[id] = control.bytes + bulk.bytes;
+      result.queuedMessages[id] = control.queuedMessages + bulk.queuedMessages;
+      result.isConnected[id] = control.isConnected && bulk.isConnected;
+      result.sentMessages[id] = control.sentMessages + bulk.sentMessages;
       result.receivedMessages[id] = this.receivedMessages.get(id) ?? 0;
     }
     return result;
@@ -511,7 +551,7 @@ export class GrpcTransport implements Transport {
   async close(): Promise<void> {
     if (this.isClosed) return;
     this.isClosed = true;
-    for (const sender of this.senders.values()) sender.close();
+    for (const lanes of this.senders.values()) for (const sender of lanes) sender.close();
     for (const call of this.inbound) call.end();
     this.inbound.clear();
     await new Promise<void>((resolve) => {

@@ -7,13 +7,16 @@
 // rejected with a code and never thrown, and version mismatches refused both ways (a version-1
 // frame or dialler here, a version-1 server there; a version-1 decoder cannot read our frames).
 // Frame memory is reused once released, and a test that overwrites every released frame checks
-// that nothing (grpc-js) still reads a frame after the transport released it.
+// that nothing (grpc-js) still reads a frame after the transport released it. Lanes: a heartbeat
+// sent behind 32 MiB of queued appends arrives before the appends do (on one shared stream it
+// arrived last), messages are routed to the control or bulk lane by type, and a burst of 1 MiB
+// appends leaves as one frame per append rather than one multi-megabyte frame.
 import test from 'ava';
 import { Client, Metadata, Server, ServerCredentials, credentials } from '@grpc/grpc-js';
 import type { ClientDuplexStream, ServerDuplexStream } from '@grpc/grpc-js';
 import { Packr } from 'msgpackr';
 import { pino } from 'pino';
-import { GrpcTransport } from '../../src/transport/grpc-transport.js';
+import { FRAME_BYTES_TARGET, GrpcTransport, laneOf } from '../../src/transport/grpc-transport.js';
 import type { GrpcTransportOptions } from '../../src/transport/grpc-transport.js';
 import {
   PEER_PROTOCOL_VERSION,
@@ -471,4 +474,71 @@ test('no frame is read after the transport released it (released frames overwrit
       intact++;
   }
   t.is(intact, 2400);
+});
+
+test('a heartbeat is not delayed behind megabytes of queued appends (it travels on the control lane)', async (t) => {
+  const [pa, pb] = await freePorts(2);
+  const a = makeTransport('geneva', pa, { gland: pb }, { queueBytesMax: 64 * 1024 * 1024 });
+  const b = makeTransport('gland', pb, { geneva: pa });
+  t.teardown(() => Promise.all([a.transport.close(), b.transport.close()]));
+  await Promise.all([a.transport.start(), b.transport.start()]);
+  await waitFor(() => a.transport.gauges().isConnected.gland, 'both lanes open');
+  const payload = new Uint8Array(1024 * 1024).fill(7);
+  const appends = Array.from({ length: 32 }, (_, i) => msg('geneva', 'gland', i, payload));
+  const heartbeat: RaftMessage = { ...msg('geneva', 'gland', 0), type: 7, context: 99 };
+  // Queued after the appends, in the same turn: on one FIFO stream it would arrive 33rd.
+  a.transport.send([...appends, heartbeat]);
+  await waitFor(() => b.received.length === 33, 'every message', 30_000);
+  const heartbeatAt = b.received.findIndex((m) => m.type === 7);
+  t.true(heartbeatAt < 16, `the heartbeat arrived after ${heartbeatAt} of the 32 appends`);
+  // The appends themselves kept their order.
+  t.deepEqual(
+    b.received.filter((m) => m.type === 1).map((m) => m.index),
+    Array.from({ length: 32 }, (_, i) => i),
+  );
+});
+
+test('lanes: entries, snapshots and every App go bulk; heartbeats, votes and acknowledgements go control', (t) => {
+  const base = msg('geneva', 'gland', 1);
+  t.is(laneOf(msg('geneva', 'gland', 1, new Uint8Array(8))), 'bulk');
+  t.is(laneOf(base), 'bulk', 'an empty App must not overtake a full one');
+  t.is(laneOf({ ...base, type: 10, entries: [{ term: 1, index: 0, type: 0, data: new Uint8Array(8) }] }), 'bulk');
+  t.is(laneOf({ ...base, type: 12, snapshot: { seq: 0, isLast: true, data: new Uint8Array(8) } }), 'bulk');
+  for (const type of [2, 3, 4, 5, 6, 7, 8, 9, 11, 13]) t.is(laneOf({ ...base, type }), 'control', `type ${type}`);
+});
+
+test('a burst of 1 MiB appends leaves as one frame each; small messages of a turn share one frame', async (t) => {
+  const [pa, pb] = await freePorts(2);
+  const a = makeTransport('geneva', pa, { gland: pb });
+  t.teardown(() => a.transport.close());
+  const frames: number[][] = [];
+  const server = new Server({ 'grpc.max_receive_message_length': 64 * 1024 * 1024 });
+  server.addService(peerService, {
+    stream: (call: ServerDuplexStream<Buffer, Buffer>) => {
+      const headers = new Metadata();
+      headers.set('rdl-peer-protocol', String(PEER_PROTOCOL_VERSION));
+      call.sendMetadata(headers);
+      call.on('data', (frame: Buffer) => {
+        const { messages } = decodeFrame(frame, 'geneva', 'gland');
+        if (messages.length > 0 && messages[0].type === 1) frames.push(messages.map((m) => m.index as number));
+      });
+      call.on('error', () => undefined);
+    },
+  });
+  await new Promise<void>((resolve, reject) =>
+    server.bindAsync(`127.0.0.1:${pb}`, ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve())),
+  );
+  t.teardown(() => server.forceShutdown());
+  await a.transport.start();
+  await waitFor(() => a.transport.gauges().isConnected.gland, 'both lanes open');
+  const mib = new Uint8Array(1024 * 1024);
+  a.transport.send(Array.from({ length: 4 }, (_, i) => msg('geneva', 'gland', i, mib)));
+  await waitFor(() => frames.flat().length === 4, 'four appends');
+  t.deepEqual(frames, [[0], [1], [2], [3]]);
+  frames.length = 0;
+  const small = new Uint8Array(1024);
+  const count = Math.floor(FRAME_BYTES_TARGET / 2048);
+  a.transport.send(Array.from({ length: count }, (_, i) => msg('geneva', 'gland', i, small)));
+  await waitFor(() => frames.flat().length === count, 'the small appends');
+  t.is(frames.length, 1, 'one frame');
 });
