@@ -180,6 +180,33 @@ interface Pending {
   removeAbortListener: (() => void) | null;
 }
 
+/**
+ * Receives the outcome of each proposal of `RaftNode.proposeMany`: `error` null and the state
+ * machine's result for the entry, or the error (with `propose`'s codes). Called once per proposal.
+ */
+export type ProposalCallback = (slot: number, error: RaftError | null, result: unknown) => void;
+
+/**
+ * A proposal of `proposeMany`: one object per proposal, sharing the caller's callback (no promise
+ * or resolver closures of its own). Satisfies `Pending`: `resolve` and `reject` are methods.
+ */
+class BatchPending implements Pending {
+  term = 0;
+  isSettled = false;
+  next: Pending | null = null;
+  removeAbortListener: (() => void) | null = null;
+  constructor(
+    private readonly slot: number,
+    private readonly onResult: ProposalCallback,
+  ) {}
+  resolve(value: unknown): void {
+    this.onResult(this.slot, null, value);
+  }
+  reject(error: RaftError): void {
+    this.onResult(this.slot, error, undefined);
+  }
+}
+
 interface Waiter {
   resolve: () => void;
   reject: (error: RaftError) => void;
@@ -448,36 +475,8 @@ export class RaftNode {
    * RAFT_ABORTED (signal; the outcome is then unknown), RAFT_STOPPED.
    */
   propose(data: Uint8Array, options?: { signal?: AbortSignal }): Promise<unknown> {
-    if (this.isStopped) return Promise.reject(new RaftError(RaftErrorCode.Stopped, 'the Raft node stopped'));
-    if (!(data instanceof Uint8Array)) {
-      return Promise.reject(new RaftError(RaftErrorCode.ProposalDropped, 'a proposal must be a Uint8Array'));
-    }
-    if (data.byteLength > this.config.entryBytesMax) {
-      return Promise.reject(
-        new RaftError(
-          RaftErrorCode.EntryTooLarge,
-          `entry of ${data.byteLength} bytes exceeds entryBytesMax ${this.config.entryBytesMax}`,
-        ),
-      );
-    }
-    const role = this.core.role;
-    if (role !== 'leader' && !(this.config.isProposalForwardingEnabled && this.core.lead !== null)) {
-      return Promise.reject(this.notLeader());
-    }
-    // Empty proposals still count (16 bytes each), so the waiting buffer is bounded in entries too.
-    if (this.proposalBytes + data.byteLength + 16 > this.config.uncommittedBytesMax) {
-      return Promise.reject(
-        new RaftError(RaftErrorCode.UncommittedLimit, 'too many bytes proposed and not yet appended'),
-      );
-    }
-    if (
-      this.core.log.lastIndex() + this.proposalData.length - this.appliedIndex >=
-      this.config.applyBacklogEntriesMax
-    ) {
-      return Promise.reject(
-        new RaftError(RaftErrorCode.UncommittedLimit, 'too many entries waiting to be applied (slow state machine)'),
-      );
-    }
+    const refusal = this.checkProposal(data);
+    if (refusal !== null) return Promise.reject(refusal);
     const signal = options?.signal;
     if (signal?.aborted) return Promise.reject(new RaftError(RaftErrorCode.Aborted, 'proposal aborted'));
     return new Promise<unknown>((resolve, reject) => {
@@ -488,6 +487,62 @@ export class RaftNode {
       this.proposalBytes += data.byteLength + 16;
       this.schedule();
     });
+  }
+
+  /**
+   * Proposes several commands, in order, with `propose`'s checks and outcomes for each, reported
+   * through `onResult(slot, error, result)` where `slot` is the command's position in `data`
+   * (a refused one may be reported before this returns; the others after they are applied). No
+   * promise per command: for callers proposing many at once (the block API's Io batches). No
+   * abort signal: the caller's own deadline stops waiting, the outcome then being unknown.
+   */
+  proposeMany(data: readonly Uint8Array[], onResult: ProposalCallback): void {
+    let queued = 0;
+    for (let i = 0; i < data.length; i++) {
+      const command = data[i];
+      const refusal = this.checkProposal(command);
+      if (refusal !== null) {
+        onResult(i, refusal, undefined);
+        continue;
+      }
+      this.proposalData.push(command);
+      this.proposalPendings.push(new BatchPending(i, onResult));
+      this.proposalBytes += command.byteLength + 16;
+      queued++;
+    }
+    if (queued > 0) this.schedule();
+  }
+
+  /** Why a proposal of `data` cannot be taken now (propose's fail-fast codes), or null. */
+  private checkProposal(data: Uint8Array): RaftError | null {
+    if (this.isStopped) return new RaftError(RaftErrorCode.Stopped, 'the Raft node stopped');
+    if (!(data instanceof Uint8Array)) {
+      return new RaftError(RaftErrorCode.ProposalDropped, 'a proposal must be a Uint8Array');
+    }
+    if (data.byteLength > this.config.entryBytesMax) {
+      return new RaftError(
+        RaftErrorCode.EntryTooLarge,
+        `entry of ${data.byteLength} bytes exceeds entryBytesMax ${this.config.entryBytesMax}`,
+      );
+    }
+    const role = this.core.role;
+    if (role !== 'leader' && !(this.config.isProposalForwardingEnabled && this.core.lead !== null)) {
+      return this.notLeader();
+    }
+    // Empty proposals still count (16 bytes each), so the waiting buffer is bounded in entries too.
+    if (this.proposalBytes + data.byteLength + 16 > this.config.uncommittedBytesMax) {
+      return new RaftError(RaftErrorCode.UncommittedLimit, 'too many bytes proposed and not yet appended');
+    }
+    if (
+      this.core.log.lastIndex() + this.proposalData.length - this.appliedIndex >=
+      this.config.applyBacklogEntriesMax
+    ) {
+      return new RaftError(
+        RaftErrorCode.UncommittedLimit,
+        'too many entries waiting to be applied (slow state machine)',
+      );
+    }
+    return null;
   }
 
   /**

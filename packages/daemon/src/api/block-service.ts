@@ -40,11 +40,13 @@ import type { Logger } from '../logging.js';
 import type { DaemonMetrics } from '../metrics.js';
 import { isInternal, notLeader, toWireError } from './error-map.js';
 import { IoStreamServer } from './io-stream.js';
-import type { IoBudget, IoContext } from './io-stream.js';
+import type { IoBudget, IoContext, IoProposalCallback } from './io-stream.js';
 
 /** The part of `RaftNode` the API uses (an interface so tests can stand in for it). */
 export interface ApiRaftNode {
   propose(data: Uint8Array, options?: { signal?: AbortSignal }): Promise<unknown>;
+  /** `RaftNode.proposeMany`: the Io stream proposes a message's mutations with one call. */
+  proposeMany(data: readonly Uint8Array[], onResult: IoProposalCallback): void;
   readIndex(options?: { signal?: AbortSignal }): Promise<void>;
   transferLeadership(to: string, options?: { signal?: AbortSignal }): Promise<void>;
   status(): RaftStatus;

@@ -3,8 +3,8 @@
  *
  * Per message: decode once, check the envelope (`checkIoBatch`) and every id (a batch with a
  * request that cannot be answered fails the stream), then check and admit each request on its own
- * (per-request errors for the rest), propose the mutations one by one (the Raft node batches them
- * into entries) and wait for ONE ReadIndex for all the reads of the message before reading them.
+ * (per-request errors for the rest), propose the mutations with one `proposeMany` call (the Raft
+ * node batches them into entries) and wait for ONE ReadIndex for all the reads of the message before reading them.
  * Responses ready in the same turn of the event loop leave together in one message, flushed on
  * `setImmediate` so the LevelDB reads that complete in the same poll phase share it.
  *
@@ -17,8 +17,9 @@
  * hold far more than 16 single answers did.
  *
  * Hot-path allocations are per message where they can be: one `InflightIo` per admitted request
- * (no closures or `AbortSignal` of its own), one pair of callbacks per proposal or block read, no
- * copy of a write's payload (a view into the received message, until the Raft command encoder).
+ * (no closures or `AbortSignal` of its own), one callback per message for its proposals
+ * (`proposeMany`) and one `readMany` for its reads, no copy of a write's payload (a view into the
+ * received message, until the Raft command encoder).
  */
 import type { ServerDuplexStream } from '@grpc/grpc-js';
 import {
@@ -50,9 +51,16 @@ export const WRITE_BUFFER_BYTES_HIGH = IO_BATCH_BYTES_MAX;
  */
 const RESPONSE_ENVELOPE_BYTES = 512;
 
+/** `RaftNode.proposeMany`'s callback: per proposal, null and the apply result, or the error. */
+export type IoProposalCallback = (slot: number, error: unknown, result: unknown) => void;
+
 /** The part of `RaftNode` an Io stream uses. */
 export interface IoRaftNode {
-  propose(data: Uint8Array): Promise<unknown>;
+  /**
+   * Proposes `data` in order; `onResult(slot, error, result)` once per command (a refused one may
+   * be reported before this returns).
+   */
+  proposeMany(data: readonly Uint8Array[], onResult: IoProposalCallback): void;
   readIndex(): Promise<void>;
 }
 
@@ -233,6 +241,8 @@ export class IoStreamServer {
     const startedMs = performance.now();
     const atMs = this.context.nowMs();
     let reads: InflightIo[] | null = null;
+    let writes: InflightIo[] | null = null;
+    let commands: Uint8Array[] | null = null;
     let admitted = 0;
     for (let i = 0; i < requests.length; i++) {
       const request = requests[i] as IoRequest;
@@ -286,10 +296,12 @@ export class IoStreamServer {
           break;
         }
         default:
-          this.propose(io, request, atMs);
+          (writes ??= []).push(io);
+          (commands ??= []).push(this.encode(io, request, atMs));
       }
     }
     if (admitted > 0) this.updateInflightGauges();
+    if (writes !== null && commands !== null) this.proposeAll(writes, commands);
     if (reads !== null) this.readAll(reads);
   }
 
@@ -308,35 +320,43 @@ export class IoStreamServer {
     return undefined;
   }
 
-  private propose(io: InflightIo, request: IoRequest, atMs: number): void {
+  /** The Raft command of an admitted write, writeZeroes or trim. */
+  private encode(io: InflightIo, request: IoRequest, atMs: number): Uint8Array {
     // checkIoRequest guarantees the session fields of a mutating op. A write's `data` is a view
     // into the received message; encodeCommand copies it once, into the Raft entry.
-    const command =
-      io.op === 'write'
-        ? encodeCommand({
-            type: 'write',
-            volume: io.volume,
-            offset: io.offset,
-            data: request.data!,
-            session: request.session!,
-            seq: request.seq!,
-            ackedBelow: request.ackedBelow!,
-            atMs,
-          })
-        : encodeCommand({
-            type: io.op as 'writeZeroes' | 'trim',
-            volume: io.volume,
-            offset: io.offset,
-            length: io.length,
-            session: request.session!,
-            seq: request.seq!,
-            ackedBelow: request.ackedBelow!,
-            atMs,
-          });
-    this.context.node.propose(command).then(
-      (result) => this.onApplied(io, result),
-      (err: unknown) => this.answer(io, this.toWireError(err), undefined),
-    );
+    return io.op === 'write'
+      ? encodeCommand({
+          type: 'write',
+          volume: io.volume,
+          offset: io.offset,
+          data: request.data!,
+          session: request.session!,
+          seq: request.seq!,
+          ackedBelow: request.ackedBelow!,
+          atMs,
+        })
+      : encodeCommand({
+          type: io.op as 'writeZeroes' | 'trim',
+          volume: io.volume,
+          offset: io.offset,
+          length: io.length,
+          session: request.session!,
+          seq: request.seq!,
+          ackedBelow: request.ackedBelow!,
+          atMs,
+        });
+  }
+
+  /**
+   * Proposes the mutations of one message with one call: a callback per message, not a promise
+   * and a pair of closures per write. The node batches them into entries as before.
+   */
+  private proposeAll(writes: InflightIo[], commands: Uint8Array[]): void {
+    this.context.node.proposeMany(commands, (slot, error, result) => {
+      const io = writes[slot];
+      if (error !== null) this.answer(io, this.toWireError(error), undefined);
+      else this.onApplied(io, result);
+    });
   }
 
   private onApplied(io: InflightIo, result: unknown): void {
@@ -357,34 +377,48 @@ export class IoStreamServer {
 
   /**
    * One ReadIndex for every read of a message (rather than one each: a promise and a waiter per
-   * read inside the node), then the block reads. No signal: the deadline sweep answers a read
-   * that waits too long.
+   * read inside the node), then ONE `readMany` for the reads still waiting (one LevelDB round trip,
+   * no promise per read). The ReadIndex resolves once this node applied through the read index,
+   * so what `readMany` sees is at or after it. No signal: the deadline sweep answers a read that
+   * waits too long.
    */
   private readAll(reads: InflightIo[]): void {
     this.context.node.readIndex().then(
       () => {
-        for (let i = 0; i < reads.length; i++) this.readOne(reads[i]);
+        if (this.isClosed) return;
+        let waiting = reads;
+        for (let i = 0; i < reads.length; i++) {
+          if (reads[i].isAnswered) {
+            waiting = reads.filter((io) => !io.isAnswered);
+            break;
+          }
+        }
+        if (waiting.length === 0) return;
+        let reading: Promise<(Uint8Array | Error)[]>;
+        try {
+          reading = this.context.store.readMany(waiting);
+        } catch (err) {
+          this.failAll(waiting, err);
+          return;
+        }
+        reading.then(
+          (results) => {
+            for (let i = 0; i < waiting.length; i++) {
+              const result = results[i];
+              if (result instanceof Uint8Array) this.answer(waiting[i], null, result);
+              else this.answer(waiting[i], this.toWireError(result), undefined);
+            }
+          },
+          (err: unknown) => this.failAll(waiting, err),
+        );
       },
-      (err: unknown) => {
-        const error = this.toWireError(err);
-        for (let i = 0; i < reads.length; i++) this.answer(reads[i], error, undefined);
-      },
+      (err: unknown) => this.failAll(reads, err),
     );
   }
 
-  private readOne(io: InflightIo): void {
-    if (io.isAnswered || this.isClosed) return;
-    let reading: Promise<Uint8Array>;
-    try {
-      reading = this.context.store.read(io.volume, io.offset, io.length);
-    } catch (err) {
-      this.answer(io, this.toWireError(err), undefined);
-      return;
-    }
-    reading.then(
-      (data) => this.answer(io, null, data),
-      (err: unknown) => this.answer(io, this.toWireError(err), undefined),
-    );
+  private failAll(ios: InflightIo[], err: unknown): void {
+    const error = this.toWireError(err);
+    for (let i = 0; i < ios.length; i++) this.answer(ios[i], error, undefined);
   }
 
   private toWireError(err: unknown): WireError {

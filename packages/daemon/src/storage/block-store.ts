@@ -37,6 +37,7 @@ import {
   checkRange,
   decodeCommand,
   type ApplyResult,
+  type BlockRead,
   type BlockStore,
   type Command,
   type DataCommand,
@@ -113,6 +114,19 @@ const ZERO_BLOCK = Buffer.alloc(BLOCK_SIZE_BYTES);
 
 function isZero(bytes: Uint8Array): boolean {
   return ZERO_BLOCK.equals(bytes.length === BLOCK_SIZE_BYTES ? bytes : bytes.subarray(0, BLOCK_SIZE_BYTES));
+}
+
+/**
+ * A fresh copy of bytes [offset, offset + length) of the volume, all inside the block `value`
+ * (null or missing: an unwritten block, zeros).
+ */
+function sliceBlock(value: Uint8Array | null, offset: number, length: number): Buffer {
+  const inBlock = offset % BLOCK_SIZE_BYTES;
+  if (value === null) return Buffer.alloc(length);
+  // Every stored block is whole; a short one would read as zeros past its end.
+  const result = value.length >= inBlock + length ? Buffer.allocUnsafe(length) : Buffer.alloc(length);
+  result.set(value.subarray(inBlock, inBlock + length));
+  return result;
 }
 
 function asBuffer(bytes: Uint8Array): Buffer {
@@ -337,18 +351,8 @@ export class BlockStateMachine implements StateMachine, BlockStore {
    */
   async read(volumeName: string, offset: number, length: number): Promise<Uint8Array> {
     this.checkUsable();
-    if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(length) || length < 0) {
-      throw new DaemonError(ApplyErrorCode.InvalidArgument, 'offset and length must be non-negative integers');
-    }
-    if (length > READ_BYTES_MAX) {
-      throw new DaemonError(ApplyErrorCode.InvalidArgument, `a read is at most ${READ_BYTES_MAX} bytes`);
-    }
-    const volume = this.volumes.get(volumeName);
-    if (volume === undefined) {
-      throw new DaemonError(ApplyErrorCode.VolumeNotFound, `no volume named ${JSON.stringify(volumeName)}`);
-    }
-    const outOfRange = checkRange(volume, offset, length);
-    if (outOfRange) throw new DaemonError(outOfRange.code, outOfRange.message);
+    const volume = this.checkRead(volumeName, offset, length);
+    if (volume instanceof DaemonError) throw volume;
     const result = Buffer.alloc(length);
     if (length === 0) return result;
     const firstBlock = Math.floor(offset / BLOCK_SIZE_BYTES);
@@ -404,6 +408,89 @@ export class BlockStateMachine implements StateMachine, BlockStore {
       }
     }
     return result;
+  }
+
+  /**
+   * `BlockStore.readMany`: reads within one block (the usual 4 KiB read) are served from the
+   * overlay when a queued batch holds the block, else all together by one LevelDB `getMany`; a
+   * read spanning blocks goes through `read`. Like `read`, the overlay is consulted before any
+   * await, so each result reflects the state applied when this was called or a later one.
+   */
+  async readMany(reads: readonly BlockRead[]): Promise<(Uint8Array | Error)[]> {
+    this.checkUsable();
+    const results: (Uint8Array | Error)[] = new Array<Uint8Array | Error>(reads.length);
+    const generation = this.generation;
+    let keys: Buffer[] | null = null;
+    let slots: number[] | null = null;
+    let spanning: Promise<void>[] | null = null;
+    for (let i = 0; i < reads.length; i++) {
+      const { volume: name, offset, length } = reads[i];
+      const volume = this.checkRead(name, offset, length);
+      if (volume instanceof DaemonError) {
+        results[i] = volume;
+        continue;
+      }
+      const blockNumber = Math.floor(offset / BLOCK_SIZE_BYTES);
+      if (length === 0) {
+        results[i] = Buffer.alloc(0);
+      } else if (blockNumber !== Math.floor((offset + length - 1) / BLOCK_SIZE_BYTES)) {
+        const slot = i;
+        (spanning ??= []).push(
+          this.read(name, offset, length).then(
+            (data) => {
+              results[slot] = data;
+            },
+            (error: unknown) => {
+              results[slot] = error instanceof Error ? error : new Error(String(error));
+            },
+          ),
+        );
+      } else {
+        const block = this.overlay.size === 0 ? undefined : this.overlay.get(`${volume.id}/${blockNumber}`);
+        if (block !== undefined) {
+          results[i] = sliceBlock(block.value, offset, length);
+        } else {
+          (keys ??= []).push(blockKey(generation, volume.id, blockNumber));
+          (slots ??= []).push(i);
+        }
+      }
+    }
+    if (keys !== null && slots !== null) {
+      try {
+        const values = await this.db.getMany(keys);
+        for (let j = 0; j < slots.length; j++) {
+          const { offset, length } = reads[slots[j]];
+          const value = values[j];
+          // A whole block straight from LevelDB is already a fresh buffer of its own: no copy.
+          results[slots[j]] =
+            value !== undefined && length === BLOCK_SIZE_BYTES && value.length === BLOCK_SIZE_BYTES
+              ? value
+              : sliceBlock(value ?? null, offset, length);
+        }
+      } catch (error) {
+        const wrapped = wrapLevelError(error, 'reading blocks');
+        for (let j = 0; j < slots.length; j++) results[slots[j]] = wrapped;
+      }
+    }
+    if (spanning !== null) await Promise.all(spanning);
+    return results;
+  }
+
+  /** A read's volume, or the error `read` rejects with for its arguments. */
+  private checkRead(volumeName: string, offset: number, length: number): VolumeRecord | DaemonError {
+    if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(length) || length < 0) {
+      return new DaemonError(ApplyErrorCode.InvalidArgument, 'offset and length must be non-negative integers');
+    }
+    if (length > READ_BYTES_MAX) {
+      return new DaemonError(ApplyErrorCode.InvalidArgument, `a read is at most ${READ_BYTES_MAX} bytes`);
+    }
+    const volume = this.volumes.get(volumeName);
+    if (volume === undefined) {
+      return new DaemonError(ApplyErrorCode.VolumeNotFound, `no volume named ${JSON.stringify(volumeName)}`);
+    }
+    const outOfRange = checkRange(volume, offset, length);
+    if (outOfRange) return new DaemonError(outOfRange.code, outOfRange.message);
+    return volume;
   }
 
   // ---- Administration ----------------------------------------------------------------------------

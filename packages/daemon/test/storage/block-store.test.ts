@@ -5,10 +5,12 @@
 // log time, eviction), determinism across batch boundaries, lazy removal of deleted volumes, and
 // apply batches that never reach LevelDB before the WAL synced their entries (of the same term),
 // and write-behind: with the WAL's syncs held back (so every apply batch waits), apply still
-// resolves, reads and partial-block updates see the applied bytes (from the overlay), a log
+// resolves, reads (also `readMany`'s, which is checked against the model too) and partial-block
+// updates see the applied bytes (from the overlay), a log
 // compaction waits until the batches up to its index landed, and only those (no deadlock).
 import { createHash } from 'node:crypto';
 import test from 'ava';
+import type { ExecutionContext } from 'ava';
 import { Tag, blockKey, deletionKey, stateKey } from '../../src/storage/block-keys.js';
 import type { BlockStateMachine } from '../../src/storage/block-store.js';
 import { BLOCK_SIZE_BYTES, type ApplyResult, type Command } from '../../src/storage/commands.js';
@@ -160,6 +162,7 @@ test('writes, writeZeroes and trims at any offset match a byte model (seeded, ma
       const length = next(sizeBytes - offset);
       sameBytes(t, await machine.read('v', offset, length), model.subarray(offset, offset + length));
     }
+    if (round % 5 === 4) await checkReadMany(t, machine, model, next);
   }
   sameBytes(t, await machine.read('v', 0, sizeBytes), model);
   // Blocks that are all zeros are not stored (thin).
@@ -172,6 +175,48 @@ test('writes, writeZeroes and trims at any offset match a byte model (seeded, ma
   await machine.close();
   await temp.cleanup();
 });
+
+/**
+ * One `readMany` of a seeded mix of whole-block, in-block, spanning, empty and refused reads of
+ * volume 'v': each result must equal the model (or be `read`'s coded error).
+ */
+async function checkReadMany(
+  t: ExecutionContext,
+  machine: BlockStateMachine,
+  model: Uint8Array,
+  next: (below: number) => number,
+): Promise<void> {
+  const blocks = model.length / BLOCK_SIZE_BYTES;
+  const reads: { volume: string; offset: number; length: number; code?: string }[] = [];
+  for (let i = 0; i < 24; i++) {
+    const kind = next(4);
+    if (kind === 0 || kind === 1) {
+      reads.push({ volume: 'v', offset: next(blocks) * BLOCK_SIZE_BYTES, length: BLOCK_SIZE_BYTES });
+    } else if (kind === 2) {
+      const offset = next(blocks) * BLOCK_SIZE_BYTES + next(BLOCK_SIZE_BYTES);
+      const inBlockEnd = (Math.floor(offset / BLOCK_SIZE_BYTES) + 1) * BLOCK_SIZE_BYTES;
+      reads.push({ volume: 'v', offset, length: next(inBlockEnd - offset + 1) });
+    } else {
+      const offset = next(model.length);
+      reads.push({ volume: 'v', offset, length: next(Math.min(3 * BLOCK_SIZE_BYTES, model.length - offset) + 1) });
+    }
+  }
+  reads.push({ volume: 'v', offset: model.length - 1, length: 2, code: 'OUT_OF_RANGE' });
+  reads.push({ volume: 'nope', offset: 0, length: BLOCK_SIZE_BYTES, code: 'VOLUME_NOT_FOUND' });
+  reads.push({ volume: 'v', offset: 0.5, length: 1, code: 'INVALID_ARGUMENT' });
+  const results = await machine.readMany(reads);
+  t.is(results.length, reads.length);
+  reads.forEach((read, i) => {
+    const result = results[i];
+    if (read.code !== undefined) {
+      t.is(result instanceof Error && (result as Error & { code?: string }).code, read.code);
+    } else if (result instanceof Error) {
+      t.fail(`read ${i} failed: ${result.message}`);
+    } else {
+      sameBytes(t, result, model.subarray(read.offset, read.offset + read.length), `readMany ${i}`);
+    }
+  });
+}
 
 test('trimming whole blocks deletes them: the volume is thin again', async (t) => {
   const temp = await tempDatabase();
@@ -663,6 +708,18 @@ test('write-behind: apply resolves before its batch lands; reads see it; a compa
     model.subarray(BLOCK_SIZE_BYTES, 2 * BLOCK_SIZE_BYTES),
   );
   t.is(await countKeys(temp.db, blockKey(0, 1, 0), blockKey(0, 2, 0)), 0, 'nothing landed yet');
+  // readMany serves single-block reads from the overlay (LevelDB has zeros for all of them now).
+  const blockReads = [0, 1, 2, 3].map((block) => ({
+    volume: 'v',
+    offset: block * BLOCK_SIZE_BYTES,
+    length: BLOCK_SIZE_BYTES,
+  }));
+  const inBlock = { volume: 'v', offset: BLOCK_SIZE_BYTES + 40, length: 120 };
+  const overlaid = await machine.readMany([...blockReads, inBlock]);
+  blockReads.forEach(({ offset, length }, i) =>
+    sameBytes(t, overlaid[i] as Uint8Array, model.subarray(offset, offset + length), `readMany block ${i} (overlay)`),
+  );
+  sameBytes(t, overlaid[4] as Uint8Array, model.subarray(inBlock.offset, inBlock.offset + inBlock.length));
   // A compaction standing the state in for entries 1..4 must not be written before that state.
   let isCompacted = false;
   const compaction = logStore
@@ -677,6 +734,11 @@ test('write-behind: apply resolves before its batch lands; reads see it; a compa
   await Promise.all([append, compaction]);
   t.is(await countKeys(temp.db, blockKey(0, 1, 0), blockKey(0, 2, 0)), 1, 'block 1 landed, block 0 trimmed');
   sameBytes(t, await machine.read('v', 0, model.length), model, 'the same bytes from LevelDB');
+  const landed = await machine.readMany([...blockReads, inBlock]);
+  blockReads.forEach(({ offset, length }, i) =>
+    sameBytes(t, landed[i] as Uint8Array, model.subarray(offset, offset + length), `readMany block ${i} (LevelDB)`),
+  );
+  sameBytes(t, landed[4] as Uint8Array, model.subarray(inBlock.offset, inBlock.offset + inBlock.length));
   await machine.close();
   await logStore.close();
   await temp.cleanup();

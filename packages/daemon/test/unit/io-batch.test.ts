@@ -1,6 +1,7 @@
 // Proves the batched Io stream of the block API over real gRPC on 127.0.0.1 (port 0), against a
 // stand-in Raft node and block store that count their calls: every read of one message waits for
-// ONE ReadIndex (not one each); answers ready in the same turn leave in one message; a message
+// ONE ReadIndex and ONE BlockStore.readMany (not one each), and the writes of one message are
+// proposed with ONE proposeMany call; answers ready in the same turn leave in one message; a message
 // mixing valid and invalid requests gets a per-request answer for each (the stream stays open);
 // malformed messages (undecodable, empty, above IO_BATCH_REQUESTS_MAX, a bare pre-batch request,
 // a missing or repeated id) fail the stream with INVALID_ARGUMENT or TOO_LARGE and nothing of
@@ -15,7 +16,7 @@ import { BlockApi, blockServerDefinition } from '../../src/api/block-service.js'
 import type { ApiRaftNode } from '../../src/api/block-service.js';
 import type { RaftStatus } from '../../src/raft-types.js';
 import { decodeCommand } from '../../src/storage/commands.js';
-import type { BlockStore } from '../../src/storage/commands.js';
+import type { BlockRead, BlockStore } from '../../src/storage/commands.js';
 import { BlockClient, sessionId } from '../helpers/block-client.js';
 import type { TestIoRequest } from '../helpers/block-client.js';
 
@@ -24,6 +25,10 @@ const packr = new Packr({ useRecords: false });
 interface Harness {
   client: BlockClient;
   readIndexCalls: () => number;
+  /** `BlockStore.readMany` calls (one per message's reads). */
+  readManyCalls: () => number;
+  /** `proposeMany` calls (one per message's mutations). */
+  proposeManyCalls: () => number;
   proposals: Uint8Array[];
   /** Resolves the ReadIndex calls waiting so far. */
   releaseReads: () => void;
@@ -31,12 +36,19 @@ interface Harness {
 
 async function start(t: ExecutionContext): Promise<Harness> {
   let readIndexCalls = 0;
+  let readManyCalls = 0;
+  let proposeManyCalls = 0;
   const waitingReads: (() => void)[] = [];
   const proposals: Uint8Array[] = [];
   const node: ApiRaftNode = {
     propose: (data) => {
       proposals.push(data);
       return Promise.resolve({ ok: true });
+    },
+    proposeMany: (data, onResult) => {
+      proposeManyCalls++;
+      proposals.push(...data);
+      queueMicrotask(() => data.forEach((_, slot) => onResult(slot, null, { ok: true })));
     },
     readIndex: () => {
       readIndexCalls++;
@@ -50,6 +62,10 @@ async function start(t: ExecutionContext): Promise<Harness> {
     getVolume: (name: string) => (name === 'v' ? volume : null),
     listVolumes: () => [volume],
     read: async (_name: string, offset: number, length: number) => new Uint8Array(length).fill(offset / 4096),
+    readMany: async (reads: readonly BlockRead[]) => {
+      readManyCalls++;
+      return reads.map(({ offset, length }) => new Uint8Array(length).fill(offset / 4096));
+    },
   } as unknown as BlockStore;
   const api = new BlockApi({
     region: 'geneva',
@@ -82,6 +98,8 @@ async function start(t: ExecutionContext): Promise<Harness> {
   return {
     client,
     readIndexCalls: () => readIndexCalls,
+    readManyCalls: () => readManyCalls,
+    proposeManyCalls: () => proposeManyCalls,
     proposals,
     releaseReads: () => {
       for (const resolve of waitingReads.splice(0)) resolve();
@@ -110,13 +128,14 @@ async function waitUntil(condition: () => boolean, what: string): Promise<void> 
 }
 
 test('one ReadIndex for all reads of a message; answers of one turn leave in one message', async (t) => {
-  const { client, readIndexCalls, releaseReads, proposals } = await start(t);
+  const { client, readIndexCalls, readManyCalls, proposeManyCalls, releaseReads, proposals } = await start(t);
   const io = client.io();
   const reads = io.batch(Array.from({ length: 40 }, (_, i) => read(i)));
   await waitUntil(() => readIndexCalls() === 1, 'the ReadIndex');
   releaseReads();
   const answers = await Promise.all(reads);
   t.is(readIndexCalls(), 1, 'one ReadIndex for 40 reads');
+  t.is(readManyCalls(), 1, 'one readMany for 40 reads');
   answers.forEach((answer, i) => {
     t.true(answer.ok);
     t.is(answer.data?.length, 4096);
@@ -129,6 +148,7 @@ test('one ReadIndex for all reads of a message; answers of one turn leave in one
   t.true(written.every((answer) => answer.ok));
   t.deepEqual(io.messageSizes, [40, 30]);
   t.is(proposals.length, 30, 'one proposal per write');
+  t.is(proposeManyCalls(), 1, 'the 30 writes of one message proposed with one call');
   proposals.forEach((proposal, i) => {
     const decoded = decodeCommand(proposal);
     t.true(decoded.ok);

@@ -21,6 +21,9 @@ test('Io requests that never finish get DEADLINE_EXCEEDED; finished ones ok; slo
   let isHanging = true;
   const node: ApiRaftNode = {
     propose: () => (isHanging ? new Promise(() => undefined) : Promise.resolve({ ok: true })),
+    proposeMany: (data, onResult) => {
+      if (!isHanging) queueMicrotask(() => data.forEach((_, slot) => onResult(slot, null, { ok: true })));
+    },
     readIndex: () => (isHanging ? new Promise(() => undefined) : Promise.resolve()),
     transferLeadership: () => Promise.resolve(),
     status: () => ({ role: 'leader', leader: 'geneva' }) as unknown as RaftStatus,
@@ -30,6 +33,7 @@ test('Io requests that never finish get DEADLINE_EXCEEDED; finished ones ok; slo
     getVolume: (name: string) => (name === 'v' ? volume : null),
     listVolumes: () => [volume],
     read: async (_name: string, _offset: number, length: number) => new Uint8Array(length),
+    readMany: async (reads: readonly { length: number }[]) => reads.map(({ length }) => new Uint8Array(length)),
   } as unknown as BlockStore;
   const api = new BlockApi({
     region: 'geneva',

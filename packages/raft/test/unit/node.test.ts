@@ -1,6 +1,7 @@
 // Proves the RaftNode driver end to end on fakes (a manual clock, an in-memory hub transport, an
 // in-memory storage that can stall writes, a state machine that echoes): election from ticks,
-// propose() resolving with the proposer's apply result, fail-fast RAFT_NOT_LEADER with a leader
+// propose() resolving with the proposer's apply result (and proposeMany calling back per command, in
+// order, with refusals per command), fail-fast RAFT_NOT_LEADER with a leader
 // hint, readIndex, leadership transfer, group commit of appends, RAFT_STOPPED on stop, and abort
 // listeners removed once a call settles (no leak with one long-lived signal), and a follower whose
 // event loop stalls not deposing a healthy leader.
@@ -173,6 +174,40 @@ test('stop() fails pending proposals with RAFT_STOPPED', async (t) => {
   await leader.node.stop();
   const error = await t.throwsAsync(p);
   t.is((error as { code?: string }).code, 'RAFT_STOPPED');
+  for (const n of c.nodes.values()) await n.node.stop();
+});
+
+test('proposeMany: one callback per command with its own entry result, in order; refusals per command', async (t) => {
+  const c = await cluster({ entryBytesMax: 64 });
+  await c.until(() => c.leader() !== undefined && [...c.nodes.values()].every((n) => n.node.status().leader !== null));
+  const leader = c.nodes.get(c.leader()!)!;
+  const encoder = new TextEncoder();
+  const data = [encoder.encode('a'), new Uint8Array(65), encoder.encode('b'), encoder.encode('c')];
+  const outcomes: { slot: number; code: string | null; result: unknown }[] = [];
+  leader.node.proposeMany(data, (slot, error, result) => outcomes.push({ slot, code: error?.code ?? null, result }));
+  t.deepEqual(
+    outcomes,
+    [{ slot: 1, code: 'RAFT_ENTRY_TOO_LARGE', result: undefined }],
+    'a refusal is reported at once',
+  );
+  await c.until(() => outcomes.length === 4);
+  // The noop of the term is entry 1, so a, b, c are 2, 3, 4: consecutive entries, in order.
+  t.deepEqual(outcomes.slice(1), [
+    { slot: 0, code: null, result: 'applied:a@2' },
+    { slot: 2, code: null, result: 'applied:b@3' },
+    { slot: 3, code: null, result: 'applied:c@4' },
+  ]);
+  const follower = [...c.nodes].find(([id]) => id !== c.leader())![1];
+  const refused: (string | undefined)[] = [];
+  follower.node.proposeMany([encoder.encode('x'), encoder.encode('y')], (_slot, error) => refused.push(error?.code));
+  t.deepEqual(refused, ['RAFT_NOT_LEADER', 'RAFT_NOT_LEADER']);
+  // Pending ones fail with RAFT_STOPPED when the node stops.
+  for (const [id] of c.nodes) if (id !== c.leader()) c.hub.down.add(id);
+  const stopped: (string | undefined)[] = [];
+  leader.node.proposeMany([encoder.encode('z')], (_slot, error) => stopped.push(error?.code));
+  await yieldTurns();
+  await leader.node.stop();
+  t.deepEqual(stopped, ['RAFT_STOPPED']);
   for (const n of c.nodes.values()) await n.node.stop();
 });
 
