@@ -46,6 +46,7 @@ const program = new Command()
       'ack-before-fsync',
       'stale-reads',
       'empty-snapshot',
+      'snapshot-chunk-gap',
     ]),
   )
   .action((options: CliOptions) => {
@@ -74,7 +75,7 @@ const program = new Command()
     if (!options.quiet && process.stderr.isTTY) process.stderr.write('\n');
     process.stdout.write('faults injected:\n');
     for (const [kind, count] of Object.entries(summary.tally)) {
-      process.stdout.write(`  ${kind.padEnd(24)} ${count}\n`);
+      process.stdout.write(`  ${kind.padEnd(28)} ${count}\n`);
     }
     const t = summary.tally;
     process.stdout.write(
@@ -82,6 +83,12 @@ const program = new Command()
         `(${t['member-replaced-joint']} through a joint configuration, ${t['leader-removed']} removing the leader), ` +
         `${t['conf-change-refused']} proposals refused; ` +
         `snapshots: ${t['snapshot-installed']} installed of ${t['snapshot-sent']} sent\n`,
+    );
+    process.stdout.write(
+      `snapshot transfers: ${t['snapshot-chunk-sent']} chunks sent (${t['snapshot-chunk-resent']} resent, ` +
+        `${t['snapshot-chunk-lost']} lost), ${t['snapshot-transfer-resumed']} resumed from the last acknowledged chunk, ` +
+        `${t['snapshot-transfer-restarted']} restarted from chunk 0 (receiver restarted or replaced), ` +
+        `${t['snapshot-transfer-abandoned']} abandoned (stalled, sender crashed or lost leadership)\n`,
     );
     const s = summary.stats;
     process.stdout.write(

@@ -20,7 +20,14 @@
  */
 import type { ConfState, Entry, HardState, NodeId, SnapshotMeta } from '../api.js';
 import { EntryType } from '../api.js';
-import { RaftCore, MessageType, applyConfChange, decodeConfChange, messageTypeName } from '../core/index.js';
+import {
+  RaftCore,
+  MessageType,
+  ProgressState,
+  applyConfChange,
+  decodeConfChange,
+  messageTypeName,
+} from '../core/index.js';
 import type { ConfChangeItem, CoreConfig, Message, Ready } from '../core/index.js';
 import { KvStore, decodeKvCommand, encodeKvCommand } from './kv-state-machine.js';
 import type { KvCommand, KvResult } from './kv-state-machine.js';
@@ -44,6 +51,12 @@ export const FAULT_KINDS = [
   'log-compacted',
   'snapshot-sent',
   'snapshot-installed',
+  'snapshot-chunk-sent',
+  'snapshot-chunk-lost',
+  'snapshot-chunk-resent',
+  'snapshot-transfer-resumed',
+  'snapshot-transfer-restarted',
+  'snapshot-transfer-abandoned',
   'member-added',
   'member-removed',
   'member-replaced',
@@ -74,6 +87,22 @@ export interface FaultRates {
   readonly membershipRate: number;
 }
 
+/**
+ * How a leader streams a snapshot (modelled on `RaftNode`'s transfer: `snapshotChunkBytes`,
+ * `snapshotChunksInflightMax`, `snapshotIdleTicks`, `snapshotIdleRoundsMax`). Unset fields are
+ * drawn from the seed, from a stream of their own.
+ */
+export interface SnapshotTransferConfig {
+  /** Bytes per chunk: small, so that a typical KV image (~60-120 bytes) takes several chunks. */
+  readonly chunkBytes: number;
+  /** Chunks sent and not yet acknowledged, per follower. */
+  readonly chunksInflightMax: number;
+  /** Ticks without an acknowledgement after which the leader resends from the last acknowledged chunk. */
+  readonly idleTicks: number;
+  /** Idle periods in a row after which the leader abandons the transfer (`reportSnapshot(to, false)`). */
+  readonly idleRoundsMax: number;
+}
+
 /** Options of one simulated run. */
 export interface SimulationOptions {
   readonly seed: number;
@@ -91,9 +120,11 @@ export interface SimulationOptions {
    * Breaks the driver on purpose, to prove the checkers catch what they claim to:
    * `ack-before-fsync` sends `messagesAfterPersist` (vote grants, append acks) before the write
    * is durable; `stale-reads` serves reads from the local state of whichever node the client
-   * reached, without ReadIndex; `empty-snapshot` sends snapshots holding an empty state.
+   * reached, without ReadIndex; `empty-snapshot` sends snapshots holding an empty state;
+   * `snapshot-chunk-gap` makes a follower accept a snapshot chunk past a gap (a lost chunk) as if
+   * it were the next one.
    */
-  readonly driverBug?: 'ack-before-fsync' | 'stale-reads' | 'empty-snapshot';
+  readonly driverBug?: 'ack-before-fsync' | 'stale-reads' | 'empty-snapshot' | 'snapshot-chunk-gap';
   /**
    * Checks to leave out, so a test can show the remaining ones catch a bug on their own
    * (`election-quorum` and `commit-durability` catch an early ack first, before its consequences show).
@@ -102,9 +133,11 @@ export interface SimulationOptions {
   /**
    * Log compaction: a node compacts once it holds more than twice this many applied entries,
    * keeping this many (0: never). Drawn from the seed when unset. Compaction makes lagging
-   * followers need a snapshot, which the leader sends as one MsgSnap chunk over the faulty network.
+   * followers need a snapshot, which the leader streams in MsgSnap chunks over the faulty network.
    */
   readonly logEntriesKeep?: number;
+  /** Overrides of the seed-drawn snapshot transfer parameters. */
+  readonly snapshotTransfer?: Partial<SnapshotTransferConfig>;
   /**
    * How a member is replaced once its successor caught up as a learner: `true`, in one
    * joint-consensus change (`add-voter new` + `remove old`, as `RaftNode.replaceMember` does);
@@ -134,6 +167,8 @@ export interface SimulationResult {
   readonly trace: readonly string[];
   /** The core configuration the seed drew (with `SimulationOptions.coreConfig` applied). */
   readonly coreConfig: Readonly<Omit<CoreConfig, 'id' | 'random'>>;
+  /** The snapshot transfer parameters the seed drew (with `SimulationOptions.snapshotTransfer` applied). */
+  readonly snapshotTransfer: SnapshotTransferConfig;
   readonly stats: {
     readonly events: number;
     readonly committedIndex: number;
@@ -296,6 +331,35 @@ function isHeld(image: DurableImage, index: number, term: number): boolean {
   return e !== undefined && e.term === term;
 }
 
+/**
+ * A snapshot this leader streams to one follower. The image is taken (serialized and cut into
+ * chunks) when the transfer starts and never changes, as `RaftNode` reads an opened snapshot.
+ */
+interface OutgoingTransfer {
+  readonly to: NodeId;
+  /** The leader's term when the transfer started: it ends with that leadership. */
+  readonly term: number;
+  readonly meta: SnapshotMeta;
+  readonly chunks: readonly Uint8Array[];
+  /** Next chunk to send. */
+  nextSeq: number;
+  /** Highest chunk the follower acknowledged (all before it arrived too); -1 for none. */
+  ackedSeq: number;
+  /** Chunks below this were sent at least once (to count resends). */
+  sentSeqEnd: number;
+  lastProgressMs: number;
+  idleRounds: number;
+}
+
+/** A snapshot this follower receives: the chunks that arrived in order, held until the last one. */
+interface IncomingTransfer {
+  readonly from: NodeId;
+  /** Highest message term seen for this transfer (a newer transfer must have a term at least as high). */
+  term: number;
+  readonly meta: SnapshotMeta;
+  readonly chunks: Uint8Array[];
+}
+
 interface PendingWrite {
   readonly rd: Ready;
 }
@@ -333,8 +397,10 @@ class SimNode {
   leaderTermSeen = -1;
   /** Set while the driver drains this node's Readies. */
   isDraining = false;
-  /** Snapshots this leader sent and not yet acknowledged, by follower. */
-  snapshotsOut = new Map<NodeId, number>();
+  /** Snapshot transfers this leader streams, by follower. Volatile: lost in a crash. */
+  outgoing = new Map<NodeId, OutgoingTransfer>();
+  /** The snapshot transfer this node receives (at most one). Volatile: lost in a crash. */
+  incoming: IncomingTransfer | null = null;
   /** Whether a membership change brought this node in (spare nodes wait outside until added). */
   isActive = false;
   /** Removed from the group by a committed change and shut down for good. */
@@ -366,6 +432,12 @@ class Simulation {
   private readonly rng: SeededRandom;
   /** Picks joint or single-server replacement (see `isJointReplaceEnabled`) without touching `rng`. */
   private readonly jointRng: SeededRandom;
+  /**
+   * Snapshot transfer parameters and the network faults of chunks and their acks: a stream of
+   * their own, so that chunking does not shift the draws of the fault schedule and workload.
+   */
+  private readonly chunkRng: SeededRandom;
+  private readonly snapshotTransfer: SnapshotTransferConfig;
   private readonly queue = new EventQueue();
   private nowMs = 0;
   private readonly nodes: SimNode[] = [];
@@ -420,6 +492,15 @@ class Simulation {
   constructor(private readonly options: SimulationOptions) {
     this.rng = new SeededRandom(options.seed, 0);
     this.jointRng = new SeededRandom(options.seed, 1);
+    this.chunkRng = new SeededRandom(options.seed, 2);
+    const c = this.chunkRng;
+    this.snapshotTransfer = {
+      chunkBytes: c.pick([8, 16, 32, 64]),
+      chunksInflightMax: c.pick([1, 2, 4]),
+      idleTicks: c.pick([3, 5, 10]),
+      idleRoundsMax: c.pick([2, 3, 5]),
+      ...options.snapshotTransfer,
+    };
     const count = options.nodeCount ?? 3;
     for (let i = 0; i < count + SPARE_NODES; i++) {
       const node = new SimNode(`n${i + 1}`, i);
@@ -502,6 +583,7 @@ class Simulation {
       history: this.history,
       trace: this.trace,
       coreConfig: this.coreConfig,
+      snapshotTransfer: this.snapshotTransfer,
       stats: {
         events: this.events,
         committedIndex,
@@ -629,6 +711,7 @@ class Simulation {
       if (node.incarnation !== incarnation) return;
       node.core!.tick();
       this.afterInput(node);
+      if (node.core !== null && node.outgoing.size > 0) this.checkTransferTimeouts(node);
       if (node.core !== null) this.maybeCompact(node);
       this.at(this.nowMs + TICK_MS, tick);
     };
@@ -663,7 +746,13 @@ class Simulation {
     node.proposals.clear();
     node.reads.clear();
     node.readsReady = [];
-    node.snapshotsOut.clear();
+    if (node.outgoing.size > 0) {
+      // A crashed sender abandons its transfers; the next leader starts over.
+      this.tally['snapshot-transfer-abandoned'] += node.outgoing.size;
+      node.outgoing.clear();
+    }
+    // A partial incoming transfer is lost: the next chunk's ack asks the sender to start over.
+    node.incoming = null;
   }
 
   private restartLater(node: SimNode, downMs: number): void {
@@ -688,7 +777,10 @@ class Simulation {
     } finally {
       node.isDraining = false;
     }
-    if (node.core === core) this.checkNode(node);
+    if (node.core === core) {
+      if (node.outgoing.size > 0) this.closeUnneededTransfers(node, core);
+      this.checkNode(node);
+    }
   }
 
   private drain(node: SimNode, core: RaftCore): void {
@@ -841,75 +933,228 @@ class Simulation {
   }
 
   private handleSnapshots(node: SimNode, rd: Ready): void {
+    for (const to of rd.snapshotsToSend) this.startTransfer(node, to);
+    for (const m of rd.snapshotAcks) this.onSnapshotAck(node, m);
+    for (const m of rd.snapshotChunks) this.onSnapshotChunk(node, m);
+  }
+
+  /**
+   * Leader: starts streaming a snapshot of the applied state to `to`. The image is taken now and
+   * cut into chunks; each chunk crosses the faulty network on its own (lost, duplicated, delayed,
+   * reordered, cut by partitions), at most `chunksInflightMax` unacknowledged at a time.
+   */
+  private startTransfer(node: SimNode, to: NodeId): void {
     const core = node.core!;
-    for (const to of rd.snapshotsToSend) {
-      // The whole state in one chunk: the transfer still crosses the faulty network (lost,
-      // duplicated, delayed, or overtaken by a crash of either side).
-      const meta = core.snapshotMetaAt(node.kv.appliedIndex);
-      const m: Message = {
-        type: MessageType.Snap,
-        from: node.id,
-        to,
-        term: core.term,
-        logTerm: meta.term,
-        index: meta.index,
-        entries: [],
-        commit: 0,
-        reject: false,
-        rejectHint: 0,
-        context: 0,
-        snapshot: {
-          meta,
-          seq: 0,
-          data: this.options.driverBug === 'empty-snapshot' ? new KvStore().serialize() : node.kv.serialize(),
-          isLast: true,
+    const previous = node.outgoing.get(to);
+    if (previous !== undefined) this.log(`${node.id} replaces its transfer to ${to} at ${previous.meta.index}`);
+    const meta = core.snapshotMetaAt(node.kv.appliedIndex);
+    const image = this.options.driverBug === 'empty-snapshot' ? new KvStore().serialize() : node.kv.serialize();
+    const chunkBytes = this.snapshotTransfer.chunkBytes;
+    const chunks: Uint8Array[] = [];
+    for (let at = 0; at < image.length || chunks.length === 0; at += chunkBytes) {
+      chunks.push(image.slice(at, at + chunkBytes));
+    }
+    const out: OutgoingTransfer = {
+      to,
+      term: core.term,
+      meta,
+      chunks,
+      nextSeq: 0,
+      ackedSeq: -1,
+      sentSeqEnd: 0,
+      lastProgressMs: this.nowMs,
+      idleRounds: 0,
+    };
+    node.outgoing.set(to, out);
+    this.tally['snapshot-sent']++;
+    this.log(`${node.id} sends ${to} a snapshot at ${meta.index}@${meta.term} in ${chunks.length} chunk(s)`);
+    this.pumpTransfer(node, out);
+  }
+
+  /** Sends chunks until the window is full or the last chunk is out. */
+  private pumpTransfer(node: SimNode, out: OutgoingTransfer): void {
+    const core = node.core!;
+    const window = this.snapshotTransfer.chunksInflightMax;
+    while (out.nextSeq < out.chunks.length && out.nextSeq - out.ackedSeq - 1 < window) {
+      const seq = out.nextSeq++;
+      this.tally['snapshot-chunk-sent']++;
+      if (seq < out.sentSeqEnd) this.tally['snapshot-chunk-resent']++;
+      else out.sentSeqEnd = seq + 1;
+      this.send(
+        {
+          type: MessageType.Snap,
+          from: node.id,
+          to: out.to,
+          term: out.term,
+          logTerm: out.meta.term,
+          index: out.meta.index,
+          entries: [],
+          commit: 0,
+          reject: false,
+          rejectHint: 0,
+          context: seq,
+          snapshot: { meta: out.meta, seq, data: out.chunks[seq], isLast: seq === out.chunks.length - 1 },
         },
-      };
-      this.tally['snapshot-sent']++;
-      this.log(`${node.id} sends ${to} a snapshot at ${meta.index}@${meta.term}`);
-      node.snapshotsOut.set(to, meta.index);
-      this.send(m);
-      const incarnation = node.incarnation;
-      this.at(this.nowMs + 300, () => {
-        // No acknowledgement in time: report the transfer failed, so the core probes again.
-        if (node.incarnation !== incarnation || node.snapshotsOut.get(to) !== meta.index) return;
-        node.snapshotsOut.delete(to);
-        node.core!.reportSnapshot(to, false);
+        this.chunkRng,
+      );
+      if (node.core !== core) return;
+    }
+  }
+
+  /** Leader: a follower acknowledged chunk `m.context` (and every one before it), or asked to start over. */
+  private onSnapshotAck(node: SimNode, m: Message): void {
+    const out = node.outgoing.get(m.from);
+    if (out === undefined || out.meta.index !== m.index) return;
+    out.lastProgressMs = this.nowMs;
+    out.idleRounds = 0;
+    if (m.reject) {
+      // The follower does not hold this transfer (it restarted, or a newer one replaced it).
+      this.tally['snapshot-transfer-restarted']++;
+      this.log(`${node.id} restarts its transfer to ${m.from} from chunk 0 (asked at ${m.context})`);
+      out.nextSeq = 0;
+      out.ackedSeq = -1;
+      this.pumpTransfer(node, out);
+      return;
+    }
+    if (m.context > out.ackedSeq) out.ackedSeq = Math.min(m.context, out.chunks.length - 1);
+    if (out.nextSeq <= out.ackedSeq) out.nextSeq = out.ackedSeq + 1;
+    if (out.ackedSeq === out.chunks.length - 1) {
+      // The last chunk is acknowledged only once installed: probe the follower from there on.
+      node.outgoing.delete(m.from);
+      this.log(`${node.id}: ${m.from} installed the snapshot at ${out.meta.index}`);
+      node.core!.reportSnapshot(m.from, true);
+      return;
+    }
+    this.pumpTransfer(node, out);
+  }
+
+  /** Leader, on each tick: resume a stalled transfer from the last acknowledged chunk, or give it up. */
+  private checkTransferTimeouts(node: SimNode): void {
+    const core = node.core!;
+    const { idleTicks, idleRoundsMax } = this.snapshotTransfer;
+    for (const out of [...node.outgoing.values()]) {
+      if (this.nowMs - out.lastProgressMs < idleTicks * TICK_MS) continue;
+      out.lastProgressMs = this.nowMs;
+      out.idleRounds++;
+      if (out.idleRounds >= idleRoundsMax) {
+        node.outgoing.delete(out.to);
+        this.tally['snapshot-transfer-abandoned']++;
+        this.log(`${node.id} abandons its stalled transfer to ${out.to} at ${out.meta.index}`);
+        core.reportSnapshot(out.to, false);
         this.afterInput(node);
-      });
+        if (node.core !== core) return;
+        continue;
+      }
+      // Idle, not failed: resume after the last chunk the follower acknowledged.
+      if (out.ackedSeq >= 0) this.tally['snapshot-transfer-resumed']++;
+      this.log(`${node.id} resumes its transfer to ${out.to} from chunk ${out.ackedSeq + 1}`);
+      out.nextSeq = out.ackedSeq + 1;
+      this.pumpTransfer(node, out);
+      if (node.core !== core) return;
     }
-    for (const m of rd.snapshotAcks) {
-      if (node.snapshotsOut.get(m.from) === m.index && !m.reject) node.snapshotsOut.delete(m.from);
+  }
+
+  /** Leader: transfers end with the leadership, and when the follower no longer needs them. */
+  private closeUnneededTransfers(node: SimNode, core: RaftCore): void {
+    for (const out of [...node.outgoing.values()]) {
+      if (core.role !== 'leader' || core.term !== out.term) {
+        node.outgoing.delete(out.to);
+        this.tally['snapshot-transfer-abandoned']++;
+        this.log(`${node.id} abandons its transfer to ${out.to}: no longer leader of term ${out.term}`);
+      } else if (core.progress.get(out.to)?.state !== ProgressState.Snapshot) {
+        // It caught up otherwise (or the core gave up on it): nothing to report.
+        node.outgoing.delete(out.to);
+        this.log(`${node.id} closes its transfer to ${out.to}: no longer needed`);
+      }
     }
-    for (const m of rd.snapshotChunks) {
-      const chunk = m.snapshot!;
-      const meta = chunk.meta;
-      // Installing is ordered after earlier writes; while some are in flight, skip (the leader
-      // times out and sends again).
-      if (node.queued.length > 0 || node.syncing !== null || !core.isSnapshotUseful(meta)) continue;
+  }
+
+  /**
+   * Follower: one chunk. Chunks are taken in order only; a duplicate or a chunk past a gap is
+   * answered with the highest chunk held (the sender resumes after it once idle). The last chunk
+   * installs the snapshot and only then is acknowledged.
+   */
+  private onSnapshotChunk(node: SimNode, m: Message): void {
+    const core = node.core!;
+    const chunk = m.snapshot!;
+    const meta = chunk.meta;
+    let inc = node.incoming;
+    if (inc !== null && (inc.from !== m.from || inc.meta.index !== meta.index || inc.meta.term !== meta.term)) {
+      // Another transfer: a newer one (later term, or the same leader's later snapshot) replaces
+      // the partial one; a chunk of an older one (delayed in the network) is ignored.
+      const isNewer = m.term > inc.term || (m.term === inc.term && meta.index > inc.meta.index);
+      if (!isNewer) return;
+      this.log(
+        `${node.id} drops its partial snapshot at ${inc.meta.index} from ${inc.from} for ${meta.index} from ${m.from}`,
+      );
+      node.incoming = inc = null;
+    }
+    if (inc === null) {
+      if (chunk.seq !== 0) {
+        // We lost this transfer (a restart, or it was replaced): ask the sender to start over.
+        this.sendSnapshotAck(node, m.from, meta.index, chunk.seq, true);
+        return;
+      }
+      inc = { from: m.from, term: m.term, meta, chunks: [] };
+      node.incoming = inc;
+    }
+    if (m.term > inc.term) inc.term = m.term;
+    const expectedSeq = inc.chunks.length;
+    const isGapAccepted = this.options.driverBug === 'snapshot-chunk-gap' && chunk.seq > expectedSeq;
+    if (chunk.seq !== expectedSeq && !isGapAccepted) {
+      if (expectedSeq > 0) this.sendSnapshotAck(node, m.from, meta.index, expectedSeq - 1, false);
+      return;
+    }
+    if (!chunk.isLast) {
+      inc.chunks.push(chunk.data);
+      this.sendSnapshotAck(node, m.from, meta.index, chunk.seq, false);
+      return;
+    }
+    // Installing is ordered after earlier writes; while some are in flight, the last chunk is not
+    // taken (the sender resends it after an idle period).
+    if (node.queued.length > 0 || node.syncing !== null) return;
+    node.incoming = null;
+    if (core.isSnapshotUseful(meta)) {
+      const data = concatBytes([...inc.chunks, chunk.data]);
       const isKeepingEntries = core.log.matchTerm(meta.index, meta.term);
       const image = node.durable;
       image.entries = isKeepingEntries ? image.entries.filter((e) => e.index > meta.index) : [];
       image.snapshot = meta;
-      node.kv.restore(chunk.data, meta);
+      try {
+        node.kv.restore(data, meta);
+      } catch (err) {
+        throw new SimulationViolation(
+          `${node.id} installs a corrupt snapshot at ${meta.index}@${meta.term} from ${m.from} (${data.length} bytes): ${err instanceof Error ? err.message : String(err)}`,
+        );
+      }
       this.checkDigest(node, meta.index, 'after installing a snapshot at');
       core.installSnapshot(meta, isKeepingEntries, m.from);
       this.tally['snapshot-installed']++;
       this.log(`${node.id} installed a snapshot at ${meta.index}@${meta.term} from ${m.from}`);
-      this.send({
+    } else {
+      // Applied past it meanwhile: acknowledge anyway, so the sender stops and probes.
+      this.log(`${node.id} drops the snapshot at ${meta.index} from ${m.from}: no longer useful`);
+    }
+    this.sendSnapshotAck(node, m.from, meta.index, chunk.seq, false);
+  }
+
+  private sendSnapshotAck(node: SimNode, to: NodeId, index: number, seq: number, isRestart: boolean): void {
+    this.send(
+      {
         type: MessageType.SnapResp,
         from: node.id,
-        to: m.from,
-        term: core.term,
+        to,
+        term: node.core!.term,
         logTerm: 0,
-        index: meta.index,
+        index,
         entries: [],
         commit: 0,
-        reject: false,
+        reject: isRestart,
         rejectHint: 0,
-        context: 0,
-      });
-    }
+        context: seq,
+      },
+      this.chunkRng,
+    );
   }
 
   // ─── Invariants ──────────────────────────────────────────────────────────────────────────────
@@ -1154,11 +1399,12 @@ class Simulation {
 
   // ─── Network ─────────────────────────────────────────────────────────────────────────────────
 
-  private send(m: Message): void {
-    const r = this.rng;
+  /** Sends `m` over the faulty network, drawing its faults from `r` (chunks use their own stream). */
+  private send(m: Message, r: SeededRandom = this.rng): void {
     const link = `${m.from}>${m.to}`;
     if (!this.isHealed && r.chance(this.rates.dropRate)) {
       this.tally['message-dropped']++;
+      if (m.type === MessageType.Snap) this.tally['snapshot-chunk-lost']++;
       return;
     }
     const copies = !this.isHealed && r.chance(this.rates.duplicateRate) ? 2 : 1;
@@ -1177,6 +1423,7 @@ class Simulation {
   private deliver(m: Message, link: string, seq: number): void {
     if (this.cut.has(link)) {
       this.tally['message-dropped']++;
+      if (m.type === MessageType.Snap) this.tally['snapshot-chunk-lost']++;
       return;
     }
     const node = this.byId.get(m.to);
@@ -1393,6 +1640,18 @@ function writeDurable(image: DiskImage, rd: Ready): void {
     for (const e of rd.entries) image.entries.push(e);
   }
   if (rd.hardState !== null) image.hardState = rd.hardState;
+}
+
+function concatBytes(parts: readonly Uint8Array[]): Uint8Array {
+  let length = 0;
+  for (const p of parts) length += p.length;
+  const out = new Uint8Array(length);
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
 }
 
 function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
