@@ -429,7 +429,8 @@ export class IoStreamServer {
 
   /** Answers a request that was never admitted (bad shape, too large, no room): no slot to free. */
   private refuse(request: IoRequest, error: WireError, startedMs: number): void {
-    const op = typeof request.op === 'string' ? request.op : 'unknown';
+    // Only known ops become metric labels: a client must not create unbounded series.
+    const op = typeof request.op === 'string' && Object.hasOwn(opLabels, request.op) ? request.op : 'unknown';
     const volume = typeof request.volume === 'string' ? request.volume : '';
     this.enqueue(
       { response: { id: request.id, ok: false, error }, io: null, op, volume, length: 0, startedMs },
@@ -561,18 +562,31 @@ export class IoStreamServer {
     if (metrics === undefined) return;
     const store = this.context.store;
     const nowMs = performance.now();
-    const tally = new Map<string, { volume: string; op: string; result: string; count: number; bytes: number }>();
+    // A message's answers are nearly always of one or two kinds: a linear scan of the few tallies
+    // (no key string per answer), and one volume lookup per run of answers to the same volume.
+    const tally: { volume: string; op: string; result: string; count: number; bytes: number }[] = [];
+    let lastVolume: string | null = null;
+    let label = '(none)';
     for (let i = 0; i < outbox.length; i++) {
       const { response, op, volume, length, startedMs } = outbox[i];
-      // Label by volume only for existing volumes: unknown names from clients must not create
-      // unbounded metric series.
-      const label = volume !== '' && store.getVolume(volume) !== null ? volume : '(none)';
+      if (volume !== lastVolume) {
+        // Label by volume only for existing volumes: unknown names from clients must not create
+        // unbounded metric series.
+        label = volume !== '' && store.getVolume(volume) !== null ? volume : '(none)';
+        lastVolume = volume;
+      }
       const result = response.ok ? 'ok' : (response.error?.code ?? WireCode.INTERNAL);
-      const key = `${label}\n${op}\n${result}`;
-      let entry = tally.get(key);
-      if (entry === undefined) {
+      let entry = null;
+      for (let j = 0; j < tally.length; j++) {
+        const candidate = tally[j];
+        if (candidate.volume === label && candidate.op === op && candidate.result === result) {
+          entry = candidate;
+          break;
+        }
+      }
+      if (entry === null) {
         entry = { volume: label, op, result, count: 0, bytes: 0 };
-        tally.set(key, entry);
+        tally.push(entry);
       }
       entry.count++;
       if (response.ok) {
@@ -580,7 +594,7 @@ export class IoStreamServer {
         metrics.ioSeconds.observe(opLabels[op] ?? opLabels.unknown, (nowMs - startedMs) / 1000);
       }
     }
-    for (const { volume, op, result, count, bytes } of tally.values()) {
+    for (const { volume, op, result, count, bytes } of tally) {
       metrics.ioOps.inc({ volume, op, result }, count);
       if (bytes > 0) metrics.ioBytes.inc({ volume, op }, bytes);
     }

@@ -111,6 +111,12 @@ export interface LogSync {
 const DURABLE_MARK_KEY = Buffer.from([0x44]); // 'D'
 
 const ZERO_BLOCK = Buffer.alloc(BLOCK_SIZE_BYTES);
+/**
+ * What `readMany` returns for an unwritten whole block: shared by every such result, so never
+ * written to (a separate buffer from `ZERO_BLOCK`, which is compared against, so that a caller
+ * breaking the read-only contract cannot make written blocks look like zeros).
+ */
+const READ_ZERO_BLOCK = Buffer.alloc(BLOCK_SIZE_BYTES);
 
 function isZero(bytes: Uint8Array): boolean {
   return ZERO_BLOCK.equals(bytes.length === BLOCK_SIZE_BYTES ? bytes : bytes.subarray(0, BLOCK_SIZE_BYTES));
@@ -414,7 +420,8 @@ export class BlockStateMachine implements StateMachine, BlockStore {
    * `BlockStore.readMany`: reads within one block (the usual 4 KiB read) are served from the
    * overlay when a queued batch holds the block, else all together by one LevelDB `getMany`; a
    * read spanning blocks goes through `read`. Like `read`, the overlay is consulted before any
-   * await, so each result reflects the state applied when this was called or a later one.
+   * await, so each result reflects the state applied when this was called or a later one. An
+   * unwritten whole block is the shared `READ_ZERO_BLOCK` (results are read-only).
    */
   async readMany(reads: readonly BlockRead[]): Promise<(Uint8Array | Error)[]> {
     this.checkUsable();
@@ -448,7 +455,10 @@ export class BlockStateMachine implements StateMachine, BlockStore {
       } else {
         const block = this.overlay.size === 0 ? undefined : this.overlay.get(`${volume.id}/${blockNumber}`);
         if (block !== undefined) {
-          results[i] = sliceBlock(block.value, offset, length);
+          results[i] =
+            block.value === null && length === BLOCK_SIZE_BYTES
+              ? READ_ZERO_BLOCK
+              : sliceBlock(block.value, offset, length);
         } else {
           (keys ??= []).push(blockKey(generation, volume.id, blockNumber));
           (slots ??= []).push(i);
@@ -461,11 +471,17 @@ export class BlockStateMachine implements StateMachine, BlockStore {
         for (let j = 0; j < slots.length; j++) {
           const { offset, length } = reads[slots[j]];
           const value = values[j];
-          // A whole block straight from LevelDB is already a fresh buffer of its own: no copy.
+          // A whole block straight from LevelDB is already a fresh buffer of its own: no copy. An
+          // unwritten one (the common case of a thin volume) is the shared zero block: results
+          // are read-only (BlockStore.readMany's contract).
           results[slots[j]] =
-            value !== undefined && length === BLOCK_SIZE_BYTES && value.length === BLOCK_SIZE_BYTES
-              ? value
-              : sliceBlock(value ?? null, offset, length);
+            length !== BLOCK_SIZE_BYTES
+              ? sliceBlock(value ?? null, offset, length)
+              : value === undefined
+                ? READ_ZERO_BLOCK
+                : value.length === BLOCK_SIZE_BYTES
+                  ? value
+                  : sliceBlock(value, offset, length);
         }
       } catch (error) {
         const wrapped = wrapLevelError(error, 'reading blocks');

@@ -588,9 +588,10 @@ export interface BlockStore {
   read(volume: string, offset: number, length: number): Promise<Uint8Array>;
   /**
    * Reads several ranges at once, with `read`'s contract for each: one result per read, in order,
-   * either the bytes (a fresh buffer the caller owns) or the error `read` would have rejected with.
+   * either the bytes or the error `read` would have rejected with. Results are READ-ONLY: an
+   * unwritten whole block may be one shared block of zeros (copy a result before changing it).
    * Rejects only when the store is unusable (failed or closed). Cheaper than `read` per range for
-   * many single-block reads (one LevelDB round trip for all of them).
+   * many single-block reads (one LevelDB round trip for all of them, no allocation for thin blocks).
    */
   readMany(reads: readonly BlockRead[]): Promise<(Uint8Array | Error)[]>;
   /** The index of the last applied entry. */

@@ -2,7 +2,8 @@
 // stand-in Raft node and block store that count their calls: every read of one message waits for
 // ONE ReadIndex and ONE BlockStore.readMany (not one each), and the writes of one message are
 // proposed with ONE proposeMany call; answers ready in the same turn leave in one message; a message
-// mixing valid and invalid requests gets a per-request answer for each (the stream stays open);
+// mixing valid and invalid requests gets a per-request answer for each (the stream stays open) and
+// is counted per (volume, op, result) with bounded labels;
 // malformed messages (undecodable, empty, above IO_BATCH_REQUESTS_MAX, a bare pre-batch request,
 // a missing or repeated id) fail the stream with INVALID_ARGUMENT or TOO_LARGE and nothing of
 // them is served; and writes reach the proposal encoder with their payload intact.
@@ -15,6 +16,7 @@ import { IO_BATCH_REQUESTS_MAX } from '@rdl/client/wire';
 import { BlockApi, blockServerDefinition } from '../../src/api/block-service.js';
 import type { ApiRaftNode } from '../../src/api/block-service.js';
 import type { RaftStatus } from '../../src/raft-types.js';
+import { DaemonMetrics } from '../../src/metrics.js';
 import { decodeCommand } from '../../src/storage/commands.js';
 import type { BlockRead, BlockStore } from '../../src/storage/commands.js';
 import { BlockClient, sessionId } from '../helpers/block-client.js';
@@ -24,6 +26,7 @@ const packr = new Packr({ useRecords: false });
 
 interface Harness {
   client: BlockClient;
+  metrics: DaemonMetrics;
   readIndexCalls: () => number;
   /** `BlockStore.readMany` calls (one per message's reads). */
   readManyCalls: () => number;
@@ -35,6 +38,7 @@ interface Harness {
 }
 
 async function start(t: ExecutionContext): Promise<Harness> {
+  const metrics = new DaemonMetrics({ region: 'geneva', isDefaultMetricsEnabled: false });
   let readIndexCalls = 0;
   let readManyCalls = 0;
   let proposeManyCalls = 0;
@@ -81,6 +85,7 @@ async function start(t: ExecutionContext): Promise<Harness> {
       requestTimeoutMs: 10_000,
     },
     logger: pino({ level: 'silent' }),
+    metrics,
   });
   const server = new Server();
   server.addService(blockServerDefinition, api.handlers());
@@ -97,6 +102,7 @@ async function start(t: ExecutionContext): Promise<Harness> {
   });
   return {
     client,
+    metrics,
     readIndexCalls: () => readIndexCalls,
     readManyCalls: () => readManyCalls,
     proposeManyCalls: () => proposeManyCalls,
@@ -163,7 +169,7 @@ test('one ReadIndex for all reads of a message; answers of one turn leave in one
 });
 
 test('a message mixing valid and invalid requests gets an answer per request', async (t) => {
-  const { client, releaseReads, readIndexCalls } = await start(t);
+  const { client, releaseReads, readIndexCalls, metrics } = await start(t);
   const io = client.io();
   const answers = io.batch([
     read(1),
@@ -181,6 +187,24 @@ test('a message mixing valid and invalid requests gets an answer per request', a
   t.deepEqual(codes, ['ok', 'INVALID_ARGUMENT', 'INVALID_ARGUMENT', 'TOO_LARGE', 'INVALID_ARGUMENT', 'ok', 'ok', 'ok']);
   t.is(io.failure, null, 'the stream stays open');
   io.end();
+  // Counted per (volume, op, result): unknown volumes and ops from clients get one label each, so
+  // clients cannot create unbounded metric series.
+  const counts = (await metrics.ioOps.get()).values.map(({ labels, value }) => [
+    `${labels.volume}/${labels.op}/${labels.result}`,
+    value,
+  ]);
+  t.deepEqual(
+    counts.sort(([a], [b]) => String(a).localeCompare(String(b))),
+    [
+      ['(none)/read/INVALID_ARGUMENT', 1],
+      ['v/flush/ok', 1],
+      ['v/read/ok', 2],
+      ['v/read/TOO_LARGE', 1],
+      ['v/unknown/INVALID_ARGUMENT', 1],
+      ['v/write/INVALID_ARGUMENT', 1],
+      ['v/write/ok', 1],
+    ],
+  );
 });
 
 test('malformed messages fail the stream with a code and nothing of them is served', async (t) => {
