@@ -57,6 +57,7 @@ export const FAULT_KINDS = [
   'snapshot-transfer-resumed',
   'snapshot-transfer-restarted',
   'snapshot-transfer-abandoned',
+  'crash-mid-transfer',
   'member-added',
   'member-removed',
   'member-replaced',
@@ -101,6 +102,12 @@ export interface SnapshotTransferConfig {
   readonly idleTicks: number;
   /** Idle periods in a row after which the leader abandons the transfer (`reportSnapshot(to, false)`). */
   readonly idleRoundsMax: number;
+  /**
+   * Per fault step, probability of crashing a node that sends or receives a snapshot transfer
+   * (the receiver loses its partial transfer, the sender abandons its own). Crashes at random
+   * times rarely hit a transfer, which lasts a few milliseconds.
+   */
+  readonly midTransferCrashRate: number;
 }
 
 /** Options of one simulated run. */
@@ -347,6 +354,8 @@ interface OutgoingTransfer {
   ackedSeq: number;
   /** Chunks below this were sent at least once (to count resends). */
   sentSeqEnd: number;
+  /** The receiver's epoch (see `IncomingTransfer.epoch`) of the latest acknowledgement; -1 for none. */
+  receiverEpoch: number;
   lastProgressMs: number;
   idleRounds: number;
 }
@@ -358,6 +367,12 @@ interface IncomingTransfer {
   term: number;
   readonly meta: SnapshotMeta;
   readonly chunks: Uint8Array[];
+  /**
+   * Distinct for every transfer a node ever took part in (across restarts). Acks carry it (in the
+   * `commit` field, unused by MsgSnapResp), a restart request carries the next one: so a restart
+   * request overtaken by a later ack, in a reordering network, is recognised as stale.
+   */
+  readonly epoch: number;
 }
 
 interface PendingWrite {
@@ -401,6 +416,8 @@ class SimNode {
   outgoing = new Map<NodeId, OutgoingTransfer>();
   /** The snapshot transfer this node receives (at most one). Volatile: lost in a crash. */
   incoming: IncomingTransfer | null = null;
+  /** The epoch the next incoming transfer gets. Survives crashes (a restarted node never reuses one). */
+  transferEpochNext = 0;
   /** Whether a membership change brought this node in (spare nodes wait outside until added). */
   isActive = false;
   /** Removed from the group by a committed change and shut down for good. */
@@ -499,6 +516,7 @@ class Simulation {
       chunksInflightMax: c.pick([1, 2, 4]),
       idleTicks: c.pick([3, 5, 10]),
       idleRoundsMax: c.pick([2, 3, 5]),
+      midTransferCrashRate: c.chance(0.5) ? 0.05 + c.nextFloat() * 0.25 : 0,
       ...options.snapshotTransfer,
     };
     const count = options.nodeCount ?? 3;
@@ -752,7 +770,12 @@ class Simulation {
       node.outgoing.clear();
     }
     // A partial incoming transfer is lost: the next chunk's ack asks the sender to start over.
-    node.incoming = null;
+    if (node.incoming !== null) {
+      this.log(
+        `${node.id} loses its partial snapshot at ${node.incoming.meta.index} from ${node.incoming.from} (${node.incoming.chunks.length} chunk(s))`,
+      );
+      node.incoming = null;
+    }
   }
 
   private restartLater(node: SimNode, downMs: number): void {
@@ -962,6 +985,7 @@ class Simulation {
       nextSeq: 0,
       ackedSeq: -1,
       sentSeqEnd: 0,
+      receiverEpoch: -1,
       lastProgressMs: this.nowMs,
       idleRounds: 0,
     };
@@ -1005,10 +1029,16 @@ class Simulation {
   private onSnapshotAck(node: SimNode, m: Message): void {
     const out = node.outgoing.get(m.from);
     if (out === undefined || out.meta.index !== m.index) return;
+    if (m.reject && (out.ackedSeq < 0 || m.commit <= out.receiverEpoch)) {
+      // Chunk 0 did not arrive yet (the idle period resends from chunk 0 once, rather than once per
+      // chunk in flight), or the request predates an acknowledgement of this transfer: stale.
+      return;
+    }
+    if (!m.reject && m.commit > out.receiverEpoch) out.receiverEpoch = m.commit;
     out.lastProgressMs = this.nowMs;
     out.idleRounds = 0;
     if (m.reject) {
-      // The follower does not hold this transfer (it restarted, or a newer one replaced it).
+      // The follower lost what it acknowledged (it restarted, or a newer transfer replaced it).
       this.tally['snapshot-transfer-restarted']++;
       this.log(`${node.id} restarts its transfer to ${m.from} from chunk 0 (asked at ${m.context})`);
       out.nextSeq = 0;
@@ -1092,22 +1122,22 @@ class Simulation {
     if (inc === null) {
       if (chunk.seq !== 0) {
         // We lost this transfer (a restart, or it was replaced): ask the sender to start over.
-        this.sendSnapshotAck(node, m.from, meta.index, chunk.seq, true);
+        this.sendSnapshotAck(node, m.from, meta.index, chunk.seq, true, node.transferEpochNext);
         return;
       }
-      inc = { from: m.from, term: m.term, meta, chunks: [] };
+      inc = { from: m.from, term: m.term, meta, chunks: [], epoch: node.transferEpochNext++ };
       node.incoming = inc;
     }
     if (m.term > inc.term) inc.term = m.term;
     const expectedSeq = inc.chunks.length;
     const isGapAccepted = this.options.driverBug === 'snapshot-chunk-gap' && chunk.seq > expectedSeq;
     if (chunk.seq !== expectedSeq && !isGapAccepted) {
-      if (expectedSeq > 0) this.sendSnapshotAck(node, m.from, meta.index, expectedSeq - 1, false);
+      if (expectedSeq > 0) this.sendSnapshotAck(node, m.from, meta.index, expectedSeq - 1, false, inc.epoch);
       return;
     }
     if (!chunk.isLast) {
       inc.chunks.push(chunk.data);
-      this.sendSnapshotAck(node, m.from, meta.index, chunk.seq, false);
+      this.sendSnapshotAck(node, m.from, meta.index, chunk.seq, false, inc.epoch);
       return;
     }
     // Installing is ordered after earlier writes; while some are in flight, the last chunk is not
@@ -1135,10 +1165,18 @@ class Simulation {
       // Applied past it meanwhile: acknowledge anyway, so the sender stops and probes.
       this.log(`${node.id} drops the snapshot at ${meta.index} from ${m.from}: no longer useful`);
     }
-    this.sendSnapshotAck(node, m.from, meta.index, chunk.seq, false);
+    this.sendSnapshotAck(node, m.from, meta.index, chunk.seq, false, inc.epoch);
   }
 
-  private sendSnapshotAck(node: SimNode, to: NodeId, index: number, seq: number, isRestart: boolean): void {
+  /** Acknowledges chunk `seq` and every one before it of transfer `epoch`, or (`isRestart`) asks to start over. */
+  private sendSnapshotAck(
+    node: SimNode,
+    to: NodeId,
+    index: number,
+    seq: number,
+    isRestart: boolean,
+    epoch: number,
+  ): void {
     this.send(
       {
         type: MessageType.SnapResp,
@@ -1148,7 +1186,7 @@ class Simulation {
         logTerm: 0,
         index,
         entries: [],
-        commit: 0,
+        commit: epoch,
         reject: isRestart,
         rejectHint: 0,
         context: seq,
@@ -1476,6 +1514,20 @@ class Simulation {
       }
     }
     this.stepMembership(nodes.find((n) => n.core !== null && n.core.role === 'leader'));
+    this.crashMidTransfer();
+  }
+
+  /** Crashes a node in the middle of a snapshot transfer (draws from the chunk stream only). */
+  private crashMidTransfer(): void {
+    const c = this.chunkRng;
+    const rate = this.snapshotTransfer.midTransferCrashRate;
+    if (rate === 0) return;
+    const busy = this.activeNodes().filter((n) => n.core !== null && (n.incoming !== null || n.outgoing.size > 0));
+    if (busy.length === 0 || !c.chance(rate)) return;
+    const node = c.pick(busy);
+    this.tally['crash-mid-transfer']++;
+    this.crash(node, node.incoming !== null ? 'mid-transfer, receiving' : 'mid-transfer, sending');
+    this.restartLater(node, c.between(20, 200));
   }
 
   private partition(): void {
@@ -1684,6 +1736,11 @@ function describeMessage(m: Message): string {
     parts.push(m.reject ? 'reject' : 'grant');
   } else if (m.type === MessageType.Heartbeat) {
     parts.push(`commit=${m.commit}`);
+  } else if (m.type === MessageType.Snap) {
+    const chunk = m.snapshot!;
+    parts.push(`at=${chunk.meta.index}@${chunk.meta.term} chunk=${chunk.seq}${chunk.isLast ? ' last' : ''}`);
+  } else if (m.type === MessageType.SnapResp) {
+    parts.push(`at=${m.index} ${m.reject ? 'restart' : 'ack'}=${m.context}`);
   }
   return parts.join(' ');
 }
