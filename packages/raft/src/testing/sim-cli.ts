@@ -4,7 +4,8 @@
  * replays it, and ends with `N seeds, V violations`. Exit code 1 when any seed fails.
  * `--trace` prints the event trace of each failing seed. Members are replaced through a joint
  * configuration or by two single-server changes, picked at random per replacement;
- * `--joint-replace` / `--no-joint-replace` force one way.
+ * `--joint-replace` / `--no-joint-replace` force one way. A line sums up the chunked snapshot
+ * transfers (chunks sent, resent and lost; transfers resumed, restarted and abandoned).
  */
 import { Command, InvalidArgumentError, Option } from 'commander';
 import type { SimulationOptions } from './simulator.js';

@@ -1442,7 +1442,10 @@ class Simulation {
     const link = `${m.from}>${m.to}`;
     if (!this.isHealed && r.chance(this.rates.dropRate)) {
       this.tally['message-dropped']++;
-      if (m.type === MessageType.Snap) this.tally['snapshot-chunk-lost']++;
+      if (m.type === MessageType.Snap) {
+        this.tally['snapshot-chunk-lost']++;
+        if (this.isTraceEnabled) this.log(`${m.from}->${m.to} lost ${describeMessage(m)}`);
+      }
       return;
     }
     const copies = !this.isHealed && r.chance(this.rates.duplicateRate) ? 2 : 1;
@@ -1461,7 +1464,10 @@ class Simulation {
   private deliver(m: Message, link: string, seq: number): void {
     if (this.cut.has(link)) {
       this.tally['message-dropped']++;
-      if (m.type === MessageType.Snap) this.tally['snapshot-chunk-lost']++;
+      if (m.type === MessageType.Snap) {
+        this.tally['snapshot-chunk-lost']++;
+        if (this.isTraceEnabled) this.log(`${m.from}->${m.to} lost (partition) ${describeMessage(m)}`);
+      }
       return;
     }
     const node = this.byId.get(m.to);

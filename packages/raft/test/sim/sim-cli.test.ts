@@ -1,5 +1,5 @@
 // Proves the `npm run sim` CLI's contract by spawning it: it prints the tally of every fault kind
-// and a membership/snapshot summary, and ends with `N seeds, V violations` (exit 0 when clean);
+// and a membership/snapshot summary and a snapshot-transfer summary, and ends with `N seeds, V violations` (exit 0 when clean);
 // with a driver broken on purpose it prints each failing seed with the exact command (flags
 // included) that replays it, and exits 1.
 import test from 'ava';
@@ -22,6 +22,10 @@ test('a clean run prints the tally and ends with the summary line', (t) => {
   t.regex(
     result.stdout,
     /^membership: \d+ added, \d+ removed, \d+ replaced \(\d+ through a joint configuration, \d+ removing the leader\), \d+ proposals refused; snapshots: \d+ installed of \d+ sent$/m,
+  );
+  t.regex(
+    result.stdout,
+    /^snapshot transfers: \d+ chunks sent \(\d+ resent, \d+ lost\), \d+ resumed from the last acknowledged chunk, \d+ restarted from chunk 0 \(receiver restarted or replaced\), \d+ abandoned \(stalled, sender crashed or lost leadership\)$/m,
   );
   const lines = result.stdout.trimEnd().split('\n');
   t.is(lines[lines.length - 1], '3 seeds, 0 violations');
