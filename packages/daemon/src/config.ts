@@ -349,14 +349,26 @@ export const configOptions: readonly ConfigOption[] = [
       max: 600_000,
     },
   ),
-  option('transport.queue_messages_max', 'int', 4096, 'Raft messages queued per peer before new ones are dropped.', {
-    min: 16,
-    max: 1_000_000,
-  }),
-  option('transport.queue_bytes_max', 'bytes', 64 * MiB, 'Bytes queued per peer before new messages are dropped.', {
-    min: 64 * KiB,
-    max: 16 * GiB,
-  }),
+  option(
+    'transport.queue_messages_max',
+    'int',
+    4096,
+    'Raft messages queued per peer and lane (control, bulk) before new ones are dropped.',
+    {
+      min: 16,
+      max: 1_000_000,
+    },
+  ),
+  option(
+    'transport.queue_bytes_max',
+    'bytes',
+    64 * MiB,
+    'Bytes queued per peer and lane (control, bulk) before new messages are dropped.',
+    {
+      min: 64 * KiB,
+      max: 16 * GiB,
+    },
+  ),
   option('transport.message_bytes_max', 'bytes', 64 * MiB, 'Largest encoded message batch accepted from a peer.', {
     min: 64 * KiB,
     max: 1 * GiB,
