@@ -289,7 +289,10 @@ export class BlockStateMachine implements StateMachine, BlockStore {
           results.push(undefined);
           continue;
         }
-        results.push(await this.applyEntry(entry, batch));
+        // Most commands apply without IO (whole blocks, or partial ones this batch or the overlay
+        // holds): no promise, no await for them.
+        const result = this.applyEntry(entry, batch);
+        results.push(result instanceof Promise ? await result : result);
       }
       const appliedIndex = entries[entries.length - 1].index;
       this.queueWrite(batch, entries[0].index, appliedIndex, entries[entries.length - 1].term);
@@ -541,7 +544,8 @@ export class BlockStateMachine implements StateMachine, BlockStore {
 
   // ---- Apply -------------------------------------------------------------------------------------
 
-  private async applyEntry(entry: Entry, batch: ApplyBatch): Promise<ApplyResult> {
+  /** An entry's result: a promise only when a partial block must be read from LevelDB first. */
+  private applyEntry(entry: Entry, batch: ApplyBatch): ApplyResult | Promise<ApplyResult> {
     const decoded = decodeCommand(entry.data);
     if (!decoded.ok) return decoded;
     const command = decoded.command;
@@ -618,7 +622,7 @@ export class BlockStateMachine implements StateMachine, BlockStore {
   }
 
   /** A write, writeZeroes or trim: session dedup first, then the block changes. */
-  private async applyData(command: DataCommand, index: number, batch: ApplyBatch): Promise<ApplyResult> {
+  private applyData(command: DataCommand, index: number, batch: ApplyBatch): ApplyResult | Promise<ApplyResult> {
     let session: Session | undefined;
     if (command.session !== undefined) {
       const seq = command.seq!;
@@ -654,12 +658,20 @@ export class BlockStateMachine implements StateMachine, BlockStore {
         );
       }
     }
-    const result = await this.applyBlocks(command, batch);
-    if (result.ok && session !== undefined) session.seqs.add(command.seq!);
+    const result = this.applyBlocks(command, batch);
+    if (session === undefined) return result;
+    const seq = command.seq!;
+    if (result instanceof Promise) {
+      return result.then((settled) => {
+        if (settled.ok) session.seqs.add(seq);
+        return settled;
+      });
+    }
+    if (result.ok) session.seqs.add(seq);
     return result;
   }
 
-  private async applyBlocks(command: DataCommand, batch: ApplyBatch): Promise<ApplyResult> {
+  private applyBlocks(command: DataCommand, batch: ApplyBatch): ApplyResult | Promise<ApplyResult> {
     const volume = this.volumes.get(command.volume);
     if (volume === undefined) return this.volumeNotFound(command.volume);
     const length = command.type === 'write' ? command.data.length : command.length;
@@ -668,7 +680,71 @@ export class BlockStateMachine implements StateMachine, BlockStore {
     }
     const outOfRange = checkRange(volume, command.offset, length);
     if (outOfRange) return outOfRange;
+    // Only the first and the last block of a range can be partial. When this batch or the overlay
+    // holds them, the blocks change without IO and without a promise. Otherwise the missing ones
+    // are read from LevelDB first, and the held ones are taken now: while that read waits, a
+    // queued batch may land and leave the overlay (its bytes are then in LevelDB).
     const end = command.offset + length;
+    const first = Math.floor(command.offset / BLOCK_SIZE_BYTES);
+    const last = Math.floor((end - 1) / BLOCK_SIZE_BYTES);
+    let partial: number[] | null = null;
+    if (length > 0) {
+      if (command.offset % BLOCK_SIZE_BYTES !== 0 || (first === last && end % BLOCK_SIZE_BYTES !== 0)) {
+        (partial ??= []).push(first);
+      }
+      if (last !== first && end % BLOCK_SIZE_BYTES !== 0) (partial ??= []).push(last);
+    }
+    if (
+      partial === null ||
+      partial.every((blockNumber) => this.heldBlock(volume.id, blockNumber, batch) !== undefined)
+    ) {
+      return this.changeBlocks(command, volume, end, batch, null);
+    }
+    return this.baseBlocks(volume.id, partial, batch).then((bases) =>
+      this.changeBlocks(command, volume, end, batch, bases),
+    );
+  }
+
+  /** A block as this batch or the overlay holds it (null: zeros), or undefined if neither does. */
+  private heldBlock(volumeId: number, blockNumber: number, batch: ApplyBatch): Buffer | null | undefined {
+    const pending = batch.blocks.get(`${volumeId}/${blockNumber}`);
+    if (pending !== undefined) return pending.value;
+    return this.overlay.get(`${volumeId}/${blockNumber}`)?.value;
+  }
+
+  /**
+   * The current bytes of blocks to read-modify-write, by block number (null: zeros): as this batch
+   * or the overlay holds them (taken before any await), else from LevelDB.
+   */
+  private async baseBlocks(
+    volumeId: number,
+    blockNumbers: number[],
+    batch: ApplyBatch,
+  ): Promise<Map<number, Buffer | null>> {
+    const bases = new Map<number, Buffer | null>();
+    for (const blockNumber of blockNumbers) {
+      const held = this.heldBlock(volumeId, blockNumber, batch);
+      if (held !== undefined) bases.set(blockNumber, held);
+    }
+    try {
+      for (const blockNumber of blockNumbers) {
+        if (bases.has(blockNumber)) continue;
+        bases.set(blockNumber, (await this.db.get(blockKey(this.generation, volumeId, blockNumber))) ?? null);
+      }
+    } catch (error) {
+      throw this.fail(wrapLevelError(error, 'reading a block to update'));
+    }
+    return bases;
+  }
+
+  /** The block changes of a data command whose partial blocks are held or `fetched`. */
+  private changeBlocks(
+    command: DataCommand,
+    volume: VolumeRecord,
+    end: number,
+    batch: ApplyBatch,
+    bases: Map<number, Buffer | null> | null,
+  ): ApplyResult {
     let position = command.offset;
     while (position < end) {
       const blockNumber = Math.floor(position / BLOCK_SIZE_BYTES);
@@ -685,7 +761,8 @@ export class BlockStateMachine implements StateMachine, BlockStore {
         }
       } else {
         // A partial block: read-modify-write, seeing the earlier entries of this batch.
-        const base = await this.blockForUpdate(volume.id, blockNumber, batch);
+        const base = bases !== null ? bases.get(blockNumber) : this.heldBlock(volume.id, blockNumber, batch);
+        assert(base !== undefined, 'a partial block is held or was read');
         const block = base === null ? Buffer.alloc(BLOCK_SIZE_BYTES) : Buffer.from(base);
         if (command.type === 'write') {
           block.set(command.data.subarray(position - command.offset, position - command.offset + count), inBlock);
@@ -701,18 +778,6 @@ export class BlockStateMachine implements StateMachine, BlockStore {
       position += count;
     }
     return { ok: true };
-  }
-
-  private async blockForUpdate(volumeId: number, blockNumber: number, batch: ApplyBatch): Promise<Uint8Array | null> {
-    const pending = batch.blocks.get(`${volumeId}/${blockNumber}`);
-    if (pending !== undefined) return pending.value;
-    const applied = this.overlay.get(`${volumeId}/${blockNumber}`);
-    if (applied !== undefined) return applied.value;
-    try {
-      return (await this.db.get(blockKey(this.generation, volumeId, blockNumber))) ?? null;
-    } catch (error) {
-      throw this.fail(wrapLevelError(error, 'reading a block to update'));
-    }
   }
 
   /** Forgets sessions idle for longer than the limit, oldest first (per entry: deterministic). */
