@@ -12,7 +12,10 @@
  * | n     | payload                                                                        |
  *
  * Chaining makes a record valid only right after the record it was written after: a stale record
- * left beyond a torn tail, once the tail is overwritten by shorter records, never passes.
+ * left beyond a torn tail, once the tail is overwritten by shorter records, never passes. The seed
+ * of the chain is the segment's number, so a recycled segment file (renamed from an older,
+ * compacted one and overwritten from its start) never accepts the records of its previous life
+ * either, not even one that starts exactly where the new records end.
  *
  * This module encodes and decodes records and replays them (`LogReplay`); `wal-log-store.ts`
  * does the IO.
@@ -59,7 +62,25 @@ export function segmentSeqOf(name: string): number | null {
   return match === null ? null : Number.parseInt(match[1], 16);
 }
 
-/** The CRC chain's starting value in segment `seq`. */
+/**
+ * The file name a compacted segment `seq` is kept under until it is recycled as a later segment
+ * (it no longer matches `segmentSeqOf`, so loading never reads it as part of the log).
+ */
+export function freeSegmentName(seq: number): string {
+  return `${segmentName(seq)}.free`;
+}
+
+/** The old segment number of a free (recyclable) segment file name, or null for any other name. */
+export function freeSegmentSeqOf(name: string): number | null {
+  return name.endsWith('.free') ? segmentSeqOf(name.slice(0, -'.free'.length)) : null;
+}
+
+/**
+ * The CRC chain's starting value in segment `seq`. Distinct for every seq below 2^32 (CRC-32 of
+ * inputs differing only in their last 32 bits never collide), which is what makes a recycled
+ * segment safe: the records of its previous life were chained from another seed, so none passes
+ * in its new life (a match needs the two chain values at that offset to be equal, 1 in 2^32).
+ */
 export function segmentSeed(seq: number): number {
   const bytes = Buffer.allocUnsafe(8);
   writeUint64BE(bytes, 0, seq);

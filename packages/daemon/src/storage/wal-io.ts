@@ -4,7 +4,7 @@
  * simulate a power loss (test/storage/crash-fs.ts). `nodeWalFileSystem` is the real one.
  */
 import { constants } from 'node:fs';
-import { open, readdir, readFile, rename, rm, unlink, mkdir } from 'node:fs/promises';
+import { open, readdir, readFile, rename, rm, stat, unlink, mkdir } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
 
 /** An open segment file. */
@@ -31,6 +31,8 @@ export interface WalFileSystem {
   list(directory: string): Promise<string[]>;
   /** The whole content of `path`. */
   read(path: string): Promise<Buffer>;
+  /** The size in bytes of the file `path`. */
+  sizeOf(path: string): Promise<number>;
   /** Opens an existing file for writing in place. */
   openExisting(path: string): Promise<WalFile>;
   /** Creates (or truncates) `path` and opens it for writing. */
@@ -96,6 +98,7 @@ export const nodeWalFileSystem: WalFileSystem = {
     }
   },
   read: (path) => readFile(path),
+  sizeOf: async (path) => (await stat(path)).size,
   openExisting: async (path) => new NodeWalFile(path, await open(path, 'r+')),
   create: async (path) => new NodeWalFile(path, await open(path, 'w')),
   rename: (from, to) => rename(from, to),

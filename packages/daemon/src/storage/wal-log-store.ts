@@ -22,12 +22,22 @@
  * overwritten by the next append); an invalid record in an earlier segment is
  * `DAEMON_STORAGE_CORRUPT`.
  *
- * Rollover: the next segment is prepared in the background once the current one is half full.
+ * Rollover: the next segment is prepared in the background once the current one is half full:
+ * by recycling a free segment when one is kept (below), else by zero-filling a new file.
  * Before the first record goes into the next segment, the current one gets an end marker and is
  * fdatasynced, so only the last segment can ever have a torn tail. Every segment starts with a
  * header record (hard state, snapshot metadata, compaction mark, first index), so once a
  * compaction or snapshot record is durable, the segments holding only entries at or below it are
  * deleted.
+ *
+ * Recycling: up to `recycledSegmentsMax` of those compacted segments are not deleted but renamed
+ * `<seq>.wal.free` (durably, before anything overwrites them), and the next segment is made from
+ * one: its first 4 bytes are zeroed (a scan then stops there, like in a zero-filled spare) and
+ * synced, and it is renamed to the next segment's name. Its blocks are allocated and written, so
+ * the log's fdatasyncs flush data only, as with a zero-filled file, without writing the segment
+ * twice. The records of its previous life stay behind the write position; they never load because
+ * the CRC chain of every segment is seeded with its own number (wal-format.ts), and a free file is
+ * only ever recycled as a segment with a larger number than it had.
  *
  * Ordering with the state machine: the block store writes its apply batches to LevelDB without
  * sync, only once `whenSyncedThrough(lastIndex, lastTerm)` of the batch resolved, so its effects
@@ -57,6 +67,8 @@ import {
   encodeIndex,
   encodeSnapshot,
   entryRecordBytes,
+  freeSegmentName,
+  freeSegmentSeqOf,
   recordBytes,
   recordPrefix,
   scanSegment,
@@ -82,11 +94,19 @@ const ENTRIES_PAYLOAD_OVERHEAD_BYTES = 12;
 /** Commit-only records held back for the next synced write, at most (beyond it they are written unsynced). */
 const DEFERRED_BYTES_MAX = 64 * 1024;
 
-/** Observes the synced writes (tests, metrics). */
+/** How a new segment file was made: written full of zeros, or recycled from a compacted segment. */
+export type SegmentPreparation = 'zero-filled' | 'recycled';
+
+/** Observes the synced writes and the segments made (tests, metrics). */
 export interface WalObserver {
   /** Called after each synced write: how long write+sync took, and how many entries and payload bytes it held. */
   onSync?(durationMs: number, entries: number, bytes: number): void;
+  /** Called once a new segment file is ready, with how it was made and the bytes of zeros written for it. */
+  onSegmentPrepared?(how: SegmentPreparation, zeroBytes: number): void;
 }
+
+/** Default of `WalLogStoreOptions.recycledSegmentsMax`. */
+export const WAL_RECYCLED_SEGMENTS_MAX_DEFAULT = 2;
 
 /** Options of `WalLogStore`. */
 export interface WalLogStoreOptions {
@@ -99,6 +119,11 @@ export interface WalLogStoreOptions {
   /** A group-committed write stops taking queued appends beyond this many payload bytes. Default 16 MiB. */
   groupBytesMax?: number;
   observer?: WalObserver;
+  /**
+   * Most compacted segments kept (as `<seq>.wal.free`) to be recycled as the next segments instead
+   * of zero-filling new files; the others are deleted. 0 turns recycling off. Default 2.
+   */
+  recycledSegmentsMax?: number;
 }
 
 /** A record waiting to be written, with its effect on a replayed view of the log. */
@@ -154,6 +179,11 @@ export class WalLogStore implements Storage {
   private readonly queuedAppendsMax: number;
   private readonly groupBytesMax: number;
   private readonly observer: WalObserver | undefined;
+  private readonly recycledSegmentsMax: number;
+  /** Compacted segment files kept for recycling (by their old number), oldest first; at most `recycledSegmentsMax`. */
+  private free: { seq: number; sizeBytes: number }[] = [];
+  /** How many segment files this store made, by how (for tests and status). */
+  private readonly prepared = { zeroFilled: 0, recycled: 0 };
   private isLoaded = false;
   private isClosed = false;
   private failure: Error | null = null;
@@ -167,7 +197,7 @@ export class WalLogStore implements Storage {
   /** The log as the records durable on disk leave it (terms per index: `whenSyncedThrough`). */
   private durable = new LogReplay<number>();
   /** The live segments, oldest first, with the first index each header names. */
-  private segments: { seq: number; firstIndex: number }[] = [];
+  private segments: { seq: number; firstIndex: number; sizeBytes: number }[] = [];
   private current: OpenSegment | null = null;
   /** The next segment, being (or already) zero-filled; `ready` never rejects unobserved. */
   private spare: { seq: number; sizeBytes: number; ready: Promise<void> } | null = null;
@@ -197,6 +227,11 @@ export class WalLogStore implements Storage {
     this.queuedAppendsMax = options.queuedAppendsMax ?? 4096;
     this.groupBytesMax = options.groupBytesMax ?? 16 * 1024 * 1024;
     this.observer = options.observer;
+    this.recycledSegmentsMax = options.recycledSegmentsMax ?? WAL_RECYCLED_SEGMENTS_MAX_DEFAULT;
+    assert(
+      Number.isSafeInteger(this.recycledSegmentsMax) && this.recycledSegmentsMax >= 0 && this.recycledSegmentsMax <= 16,
+      'recycledSegmentsMax within [0, 16]',
+    );
   }
 
   /**
@@ -380,12 +415,26 @@ export class WalLogStore implements Storage {
     return this.segments.map((segment) => segment.seq);
   }
 
+  /** The old numbers of the compacted segment files kept for recycling, oldest first. For tests and status. */
+  get freeSegmentSeqs(): number[] {
+    return this.free.map((segment) => segment.seq);
+  }
+
+  /** How many segment files this store made since it was constructed, zero-filled and recycled. For tests and status. */
+  get segmentsPrepared(): { zeroFilled: number; recycled: number } {
+    return { ...this.prepared };
+  }
+
   // ---- Loading -----------------------------------------------------------------------------------
 
   private async loadFromDisk(): Promise<PersistedState> {
     await this.fs.makeDirectory(this.directory);
     const names = await this.fs.list(this.directory);
     for (const name of names) if (name.endsWith('.tmp')) await this.fs.remove(join(this.directory, name));
+    const freeSeqs = names
+      .map(freeSegmentSeqOf)
+      .filter((seq): seq is number => seq !== null)
+      .sort((a, b) => a - b);
     const seqs = names
       .map(segmentSeqOf)
       .filter((seq): seq is number => seq !== null)
@@ -398,7 +447,7 @@ export class WalLogStore implements Storage {
     const run = seqs.slice(Math.max(0, runStart));
 
     const replay = new LogReplay<Entry>();
-    const segments: { seq: number; firstIndex: number }[] = [];
+    const segments: { seq: number; firstIndex: number; sizeBytes: number }[] = [];
     let last: { seq: number; sizeBytes: number; endOffset: number; endCrc: number } | null = null;
     let damagedSeq: number | null = null;
     const unused: { seq: number; sizeBytes: number; isZeroStart: boolean }[] = [];
@@ -418,13 +467,16 @@ export class WalLogStore implements Storage {
       }
       if (segments.length === 0) replay.start(header);
       for (let i = 1; i < scan.records.length; i++) replayRecord(replay, scan.records[i].type, scan.records[i].payload);
-      segments.push({ seq, firstIndex: header.firstIndex });
+      segments.push({ seq, firstIndex: header.firstIndex, sizeBytes: bytes.length });
       if (scan.stop === 'invalid') damagedSeq = seq;
       last = { seq, sizeBytes: bytes.length, endOffset: scan.endOffset, endCrc: scan.endCrc };
     }
     if (last === null) {
       // No segment ever got its header durable: the first start-up stopped before finishing.
       for (const { seq } of unused) await this.fs.remove(this.segmentPath(seq));
+      // A new log: free files of an older one could have any number, so none is recycled.
+      for (const seq of freeSeqs) await this.fs.remove(this.freePath(seq));
+      this.free = [];
       await this.initialize();
       return { hardState: { term: 0, vote: null, commit: 0 }, snapshot: null, entries: [] };
     }
@@ -437,6 +489,16 @@ export class WalLogStore implements Storage {
       } else {
         await this.fs.remove(this.segmentPath(candidate.seq));
       }
+    }
+    // Free segments: recycled only as a larger number than they had, and only so many are kept.
+    this.free = [];
+    for (const seq of freeSeqs) {
+      const path = this.freePath(seq);
+      const sizeBytes = await this.fs.sizeOf(path);
+      const isKept =
+        seq < segments[0].seq && sizeBytes === this.segmentBytes && this.free.length < this.recycledSegmentsMax;
+      if (isKept) this.free.push({ seq, sizeBytes });
+      else await this.fs.remove(path);
     }
     const entries = replay.finish();
     this.segments = segments;
@@ -468,7 +530,7 @@ export class WalLogStore implements Storage {
       crc: segmentSeed(1),
       hasUnsyncedBytes: false,
     };
-    this.segments = [{ seq: 1, firstIndex: 1 }];
+    this.segments = [{ seq: 1, firstIndex: 1, sizeBytes: this.segmentBytes }];
     const header = this.frame(RecordType.SegmentHeader, encodeHeader(this.written.header(1)));
     await file.write(Buffer.concat(header), 0);
     await file.datasync();
@@ -653,7 +715,7 @@ export class WalLogStore implements Storage {
     this.spare = null;
     const file = await this.fs.openExisting(this.segmentPath(seq));
     this.current = { seq, file, sizeBytes: spare.sizeBytes, offset: 0, crc: segmentSeed(seq), hasUnsyncedBytes: false };
-    this.segments.push({ seq, firstIndex: this.written.lastIndex + 1 });
+    this.segments.push({ seq, firstIndex: this.written.lastIndex + 1, sizeBytes: spare.sizeBytes });
     await previous.file.close();
   }
 
@@ -670,9 +732,30 @@ export class WalLogStore implements Storage {
     this.spare = { seq, sizeBytes: this.segmentBytes, ready };
   }
 
-  /** Creates segment `seq` filled with zeros (written, not just allocated), durably named. */
+  /**
+   * Makes segment `seq`, durably named, its first record slot zeroed: from a free segment when one
+   * is kept (the oldest: recycled), else a new file filled with zeros (written, not just allocated).
+   */
   private async prepareSegment(seq: number, sizeBytes: number): Promise<void> {
     const path = this.segmentPath(seq);
+    const recycled = this.free.findIndex((free) => free.seq < seq && free.sizeBytes === sizeBytes);
+    if (recycled >= 0) {
+      const [free] = this.free.splice(recycled, 1);
+      const freePath = this.freePath(free.seq);
+      const file = await this.fs.openExisting(freePath);
+      try {
+        // A scan of the new segment stops at once (as in a zero-filled one) until its header is written.
+        await file.write(END_MARKER, 0);
+        await file.datasync();
+      } finally {
+        await file.close();
+      }
+      await this.fs.rename(freePath, path);
+      await this.fs.syncDirectory(this.directory);
+      this.prepared.recycled++;
+      this.observer?.onSegmentPrepared?.('recycled', 0);
+      return;
+    }
     const temporary = `${path}.tmp`;
     const file = await this.fs.create(temporary);
     try {
@@ -688,16 +771,32 @@ export class WalLogStore implements Storage {
     }
     await this.fs.rename(temporary, path);
     await this.fs.syncDirectory(this.directory);
+    this.prepared.zeroFilled++;
+    this.observer?.onSegmentPrepared?.('zero-filled', sizeBytes);
   }
 
-  /** Deletes the oldest segments whose entries are all at or below the durable log's start. */
+  /**
+   * Deletes the oldest segments whose entries are all at or below the durable log's start, or
+   * keeps them as free segments to recycle (up to `recycledSegmentsMax`, of the current size).
+   */
   private async deleteCompactedSegments(): Promise<void> {
     const offset = this.durable.offset();
+    let isRenamed = false;
     while (this.segments.length > 1 && this.segments[1].firstIndex - 1 <= offset) {
       // Oldest first: a crash part-way leaves a run with a gap before it, which load() discards.
-      await this.fs.remove(this.segmentPath(this.segments[0].seq));
+      const oldest = this.segments[0];
+      if (this.free.length < this.recycledSegmentsMax && oldest.sizeBytes === this.segmentBytes) {
+        await this.fs.rename(this.segmentPath(oldest.seq), this.freePath(oldest.seq));
+        this.free.push({ seq: oldest.seq, sizeBytes: oldest.sizeBytes });
+        isRenamed = true;
+      } else {
+        await this.fs.remove(this.segmentPath(oldest.seq));
+      }
       this.segments.shift();
     }
+    // The new names must be durable before a free file is overwritten: after a crash, a segment
+    // with its start zeroed must not come back under its old name, in the middle of the log.
+    if (isRenamed) await this.fs.syncDirectory(this.directory);
   }
 
   private async releaseFiles(): Promise<void> {
@@ -727,6 +826,10 @@ export class WalLogStore implements Storage {
 
   private segmentPath(seq: number): string {
     return join(this.directory, segmentName(seq));
+  }
+
+  private freePath(seq: number): string {
+    return join(this.directory, freeSegmentName(seq));
   }
 
   private fail(error: Error): Error {

@@ -59,6 +59,12 @@ export class CrashFileSystem implements WalFileSystem {
     return Buffer.from(file.current);
   }
 
+  async sizeOf(path: string): Promise<number> {
+    const file = this.files.get(path);
+    if (file === undefined) throw enoent(path);
+    return file.current.length;
+  }
+
   async openExisting(path: string): Promise<WalFile> {
     if (!this.files.has(path)) throw enoent(path);
     return this.handle(path);
