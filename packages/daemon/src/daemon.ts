@@ -134,7 +134,16 @@ export class Daemon {
     let blocks: BlockStateMachine;
     let logStore: WalLogStore;
     try {
-      const opened = await openRaftLog(config.dataDir, db, { segmentBytes: config.storage.walSegmentBytes });
+      const walLog = moduleLogger(root, 'storage');
+      const opened = await openRaftLog(config.dataDir, db, {
+        segmentBytes: config.storage.walSegmentBytes,
+        observer: {
+          onSegmentPrepared(how, zeroBytes) {
+            metrics.walSegments.inc({ how });
+            walLog.info({ how, zeroBytes }, `WAL segment ready (${how})`);
+          },
+        },
+      });
       logStore = opened.store;
       if (opened.migratedEntries !== null) {
         log.info({ entries: opened.migratedEntries }, 'moved the Raft log from LevelDB to the WAL');

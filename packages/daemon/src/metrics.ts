@@ -180,6 +180,8 @@ export class DaemonMetrics {
   readonly fsyncSeconds: Histogram;
   readonly applySeconds: Histogram;
   readonly leaderChanges: Counter;
+  /** Raft WAL segment files made, by how: `zero-filled` (a new file written full of zeros) or `recycled`. */
+  readonly walSegments: Counter<'how'>;
   readonly ioOps: Counter<'volume' | 'op' | 'result'>;
   readonly ioBytes: Counter<'volume' | 'op'>;
   readonly ioSeconds: Histogram<'op'>;
@@ -218,6 +220,12 @@ export class DaemonMetrics {
     this.leaderChanges = new Counter({
       name: 'rdl_raft_leader_changes_total',
       help: 'Times the known leader changed (including to "none").',
+      registers: [registry],
+    });
+    this.walSegments = new Counter({
+      name: 'rdl_wal_segments_total',
+      help: 'Raft WAL segment files made: zero-filled (written full of zeros first) or recycled (a compacted segment reused).',
+      labelNames: ['how'],
       registers: [registry],
     });
     // Collect callbacks run with `this` bound to the metric, so the sources are reached through closures.
