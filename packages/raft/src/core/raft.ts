@@ -826,7 +826,12 @@ export class RaftCore {
     const result = jointVoteResult(this.voters, this.votersOutgoing, this.votes);
     if (result === VoteResult.Won) {
       if (this.role === 'pre-candidate') this.startCampaign(false, false);
-      else this.becomeLeader();
+      else if (this.votes.get(this.id) !== true) {
+        // Won on the other voters' grants alone, but our own term and vote are not durable yet: a
+        // crash now would restart us in the previous term, free to win this term a second time
+        // with another log (simulator seed 15305). Lead only once `persisted` counts our vote.
+        return false;
+      } else this.becomeLeader();
       return true;
     }
     if (result === VoteResult.Lost) {

@@ -1247,6 +1247,13 @@ class Simulation {
         this.leaders.set(core.term, node.id);
         this.elections++;
         this.log(`${node.id} LEADER term=${core.term} last=${core.log.lastIndex()}`);
+        // A leader's term must be durable on itself before it acts in it: else a crash restarts it
+        // in the previous term, free to win this term again with another log (seed 15305).
+        if (node.durable.hardState.term < core.term) {
+          throw new SimulationViolation(
+            `${node.id} leads term ${core.term} while its durable term is ${node.durable.hardState.term}`,
+          );
+        }
         this.checkElectionQuorum(node);
         // Leader completeness (Raft §5.4): the leader of term T holds every entry committed in a
         // term below T. (A stale leader of a lower term may exist after a later commit: it is
@@ -1336,8 +1343,9 @@ class Simulation {
     const core = node.core!;
     const conf = core.conf();
     for (const voters of conf.votersOutgoing.length > 0 ? [conf.voters, conf.votersOutgoing] : [conf.voters]) {
-      // The candidate's own vote counts even before it is durable: it could not lead after losing it.
-      const granted = voters.filter((id) => id === node.id || this.votes.get(`${id}@${core.term}`) === node.id);
+      // The candidate's own vote counts only once durable too: a leader that loses its term in a
+      // crash can win the same term again with another log (seed 15305, before the core waited).
+      const granted = voters.filter((id) => this.votes.get(`${id}@${core.term}`) === node.id);
       if (granted.length < Math.floor(voters.length / 2) + 1) {
         throw new SimulationViolation(
           `${node.id} leads term ${core.term} with durable votes of ${granted.join(',') || 'nobody'} only, not a majority of ${describeConf(conf)}`,

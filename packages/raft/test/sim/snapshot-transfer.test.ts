@@ -111,3 +111,12 @@ test('the transfer parameters come from the seed and can be overridden; a run re
   t.is(whole.tally['snapshot-transfer-resumed'], 0);
   t.is(whole.tally['crash-mid-transfer'], 0);
 });
+
+// Found by the 20,000-seed run with chunked transfers: n1 won term 3 on n2's and n3's grants while
+// its own term and vote were still in a stalled sync, led (n3 stored 66@3), crashed, restarted in
+// term 2, won term 3 again with a shorter log and committed 64@3; n3 (log up to 66@3) then won
+// term 4 without 64@3 (leader completeness). The core now leads only once its own vote is
+// durable; the simulator checks that a new leader's term is durable on it.
+test('seed 15305: a candidate leads only once its own term and vote are durable', (t) => {
+  t.is(runSimulation({ seed: 15305 }).violation, null);
+});
