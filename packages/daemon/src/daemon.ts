@@ -137,6 +137,9 @@ export class Daemon {
       const walLog = moduleLogger(root, 'storage');
       const opened = await openRaftLog(config.dataDir, db, {
         segmentBytes: config.storage.walSegmentBytes,
+        // As many free segments as one compaction frees (the log reaches that size anyway just
+        // before it compacts, so the disk footprint does not grow); docs/storage.md "Recycled segments".
+        recycledSegmentsMax: Math.min(16, Math.ceil(config.raft.logBytesMax / config.storage.walSegmentBytes)),
         observer: {
           onSegmentPrepared(how, zeroBytes) {
             metrics.walSegments.inc({ how });
