@@ -4,7 +4,8 @@
  * Per message: decode once, check the envelope (`checkIoBatch`) and every id (a batch with a
  * request that cannot be answered fails the stream), then check and admit each request on its own
  * (per-request errors for the rest), propose the mutations with one `proposeMany` call (the Raft
- * node batches them into entries) and wait for ONE ReadIndex for all the reads of the message before reading them.
+ * node batches them into entries) and wait for ONE ReadIndex for all the reads of the message
+ * before reading them with one `readMany` (shared by the messages whose ReadIndex resolved together).
  * Responses ready in the same turn of the event loop leave together in one message, flushed on
  * `setImmediate` so the LevelDB reads that complete in the same poll phase share it.
  *
@@ -159,6 +160,9 @@ export class IoStreamServer {
   private outbox: Outgoing[] = [];
   private outboxBytes = 0;
   private isFlushScheduled = false;
+  /** Reads whose ReadIndex resolved, waiting for the `readMany` scheduled on a microtask. */
+  private readsConfirmed: InflightIo[] = [];
+  private isReadScheduled = false;
   /** Answered requests whose response message grpc-js buffered: their slots wait for 'drain'. */
   private awaitingDrain: InflightIo[] = [];
   private isPaused = false;
@@ -377,7 +381,8 @@ export class IoStreamServer {
 
   /**
    * One ReadIndex for every read of a message (rather than one each: a promise and a waiter per
-   * read inside the node), then ONE `readMany` for the reads still waiting (one LevelDB round trip,
+   * read inside the node), then ONE `readMany` for the reads still waiting, shared with the other
+   * messages of this stream whose ReadIndex resolved in the same round (one LevelDB round trip,
    * no promise per read). The ReadIndex resolves once this node applied through the read index,
    * so what `readMany` sees is at or after it. No signal: the deadline sweep answers a read that
    * waits too long.
@@ -386,35 +391,45 @@ export class IoStreamServer {
     this.context.node.readIndex().then(
       () => {
         if (this.isClosed) return;
-        let waiting = reads;
-        for (let i = 0; i < reads.length; i++) {
-          if (reads[i].isAnswered) {
-            waiting = reads.filter((io) => !io.isAnswered);
-            break;
-          }
+        // Messages whose ReadIndex resolved in the same round (the node confirms the reads of a
+        // turn together) share one readMany, scheduled after the other resolutions of the round.
+        for (let i = 0; i < reads.length; i++) if (!reads[i].isAnswered) this.readsConfirmed.push(reads[i]);
+        if (!this.isReadScheduled && this.readsConfirmed.length > 0) {
+          this.isReadScheduled = true;
+          queueMicrotask(this.readConfirmed);
         }
-        if (waiting.length === 0) return;
-        let reading: Promise<(Uint8Array | Error)[]>;
-        try {
-          reading = this.context.store.readMany(waiting);
-        } catch (err) {
-          this.failAll(waiting, err);
-          return;
-        }
-        reading.then(
-          (results) => {
-            for (let i = 0; i < waiting.length; i++) {
-              const result = results[i];
-              if (result instanceof Uint8Array) this.answer(waiting[i], null, result);
-              else this.answer(waiting[i], this.toWireError(result), undefined);
-            }
-          },
-          (err: unknown) => this.failAll(waiting, err),
-        );
       },
       (err: unknown) => this.failAll(reads, err),
     );
   }
+
+  /**
+   * Reads every read whose ReadIndex resolved since the last call, with one `readMany`. Each of
+   * them had its read index applied before this runs, so what `readMany` sees is at or after it.
+   */
+  private readonly readConfirmed = (): void => {
+    this.isReadScheduled = false;
+    const waiting = this.readsConfirmed;
+    this.readsConfirmed = [];
+    if (this.isClosed || waiting.length === 0) return;
+    let reading: Promise<(Uint8Array | Error)[]>;
+    try {
+      reading = this.context.store.readMany(waiting);
+    } catch (err) {
+      this.failAll(waiting, err);
+      return;
+    }
+    reading.then(
+      (results) => {
+        for (let i = 0; i < waiting.length; i++) {
+          const result = results[i];
+          if (result instanceof Uint8Array) this.answer(waiting[i], null, result);
+          else this.answer(waiting[i], this.toWireError(result), undefined);
+        }
+      },
+      (err: unknown) => this.failAll(waiting, err),
+    );
+  };
 
   private failAll(ios: InflightIo[], err: unknown): void {
     const error = this.toWireError(err);

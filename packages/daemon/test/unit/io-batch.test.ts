@@ -1,6 +1,7 @@
 // Proves the batched Io stream of the block API over real gRPC on 127.0.0.1 (port 0), against a
 // stand-in Raft node and block store that count their calls: every read of one message waits for
-// ONE ReadIndex and ONE BlockStore.readMany (not one each), and the writes of one message are
+// ONE ReadIndex and ONE BlockStore.readMany (not one each; messages whose ReadIndex resolved
+// together share one readMany too), and the writes of one message are
 // proposed with ONE proposeMany call; answers ready in the same turn leave in one message; a message
 // mixing valid and invalid requests gets a per-request answer for each (the stream stays open) and
 // is counted per (volume, op, result) with bounded labels;
@@ -166,6 +167,21 @@ test('one ReadIndex for all reads of a message; answers of one turn leave in one
     }
   });
   io.end();
+});
+
+test('reads of messages whose ReadIndex resolved together share one readMany', async (t) => {
+  const { client, readIndexCalls, readManyCalls, releaseReads } = await start(t);
+  const io = client.io();
+  const first = io.batch([read(1), read(2)]);
+  const second = io.batch([read(3)]);
+  await waitUntil(() => readIndexCalls() === 2, 'both ReadIndex calls');
+  releaseReads();
+  const answers = await Promise.all([...first, ...second]);
+  t.deepEqual(
+    answers.map((answer) => answer.data?.[0]),
+    [1, 2, 3],
+  );
+  t.is(readManyCalls(), 1, 'one readMany for the reads of both messages');
 });
 
 test('a message mixing valid and invalid requests gets an answer per request', async (t) => {
