@@ -26,6 +26,7 @@ import type { RaftMessage, Transport } from '../raft-types.js';
 import { DaemonError, DaemonErrorCode } from '../errors.js';
 import type { Logger } from '../logging.js';
 import type { DaemonMetrics, TransportGaugeSource } from '../metrics.js';
+import { preciseAlarm } from './precise-alarm.js';
 import { MessageType } from '@rdl/raft';
 import { bindGrpcServer } from './listen.js';
 import {
@@ -121,7 +122,8 @@ class PeerSender {
   private queuedBytes = 0;
   private isWaitingForDrain = false;
   private isFlushScheduled = false;
-  private delayTimer: NodeJS.Timeout | NodeJS.Immediate | null = null;
+  /** Cancels the pending delay-line wake-up, while one is scheduled. */
+  private cancelDelay: (() => void) | null = null;
   private reconnectTimer: NodeJS.Timeout | null = null;
   private failures = 0;
   /** Messages written to the stream, read by the metrics at scrape time. */
@@ -293,16 +295,15 @@ class PeerSender {
   }
 
   private scheduleDelayed(): void {
-    if (this.delayTimer !== null || this.delayedHead >= this.delayed.length) return;
-    const waitMs = this.delayed[this.delayedHead].dueMs - performance.now();
-    const fire = (): void => {
-      this.delayTimer = null;
+    if (this.cancelDelay !== null || this.delayedHead >= this.delayed.length) return;
+    // Sub-millisecond delays (0.18 ms one way between nearby regions) with a worker-thread alarm:
+    // Node's timers have 1 ms granularity, and spinning on setImmediate starved the other
+    // processes sharing the cores (see precise-alarm.ts).
+    this.cancelDelay = preciseAlarm.schedule(this.delayed[this.delayedHead].dueMs, () => {
+      this.cancelDelay = null;
       this.releaseDue();
       this.scheduleDelayed();
-    };
-    // Timers have 1 ms granularity; sub-millisecond delays (0.35 ms between nearby regions) are
-    // honoured by re-checking each event-loop turn once the deadline is near.
-    this.delayTimer = waitMs > 1.5 ? setTimeout(fire, Math.floor(waitMs - 1)) : setImmediate(fire);
+    });
   }
 
   private releaseDue(): void {
@@ -376,10 +377,8 @@ class PeerSender {
   close(): void {
     this.state = 'closed';
     if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
-    if (this.delayTimer) {
-      clearTimeout(this.delayTimer as NodeJS.Timeout);
-      clearImmediate(this.delayTimer as NodeJS.Immediate);
-    }
+    this.cancelDelay?.();
+    this.cancelDelay = null;
     this.dropQueued('closed');
     this.delayed = [];
     this.delayedHead = 0;
