@@ -125,3 +125,31 @@ export function sameBytes(
   while (first < Math.min(a.length, b.length) && a[first] === b[first]) first++;
   t.true(false, `${message} bytes differ: lengths ${a.length}/${b.length}, first difference at ${first}`);
 }
+
+/** A log entry whose payload (`size` bytes) is derived from its index and term, for WAL tests. */
+export function patternEntry(index: number, term: number, size: number): Entry {
+  return { index, term, type: 0, data: new Uint8Array(size).fill((index * 7 + term) & 0xff) };
+}
+
+/** `patternEntry`s for indexes `from..to` (inclusive), all of `term`. */
+export function patternRange(from: number, to: number, term: number, size: number): Entry[] {
+  const entries: Entry[] = [];
+  for (let index = from; index <= to; index++) entries.push(patternEntry(index, term, size));
+  return entries;
+}
+
+/** The indexes of `entries`, for readable assertions. */
+export function indexes(entries: readonly Entry[]): number[] {
+  return entries.map((e) => e.index);
+}
+
+/** Whether two logs hold the same entries (index, term, type and payload bytes). */
+export function sameEntries(a: readonly Entry[], b: readonly Entry[]): boolean {
+  return (
+    a.length === b.length &&
+    a.every(
+      (e, i) =>
+        e.index === b[i].index && e.term === b[i].term && e.type === b[i].type && Buffer.from(e.data).equals(b[i].data),
+    )
+  );
+}

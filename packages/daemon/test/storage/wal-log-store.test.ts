@@ -16,7 +16,7 @@ import { WAL_SEGMENT_BYTES_MIN, WalLogStore } from '../../src/storage/wal-log-st
 import { recordBytes, scanSegment, segmentName } from '../../src/storage/wal-format.js';
 import type { ConfState, Entry } from '../../src/storage/raft-api.js';
 import { CrashFileSystem } from './crash-fs.js';
-import { seededRandom } from './helpers.js';
+import { indexes, patternEntry, patternRange, sameEntries, seededRandom } from './helpers.js';
 
 const SMALL_SEGMENT_BYTES = WAL_SEGMENT_BYTES_MIN;
 const conf: ConfState = { voters: ['a', 'b', 'c'], learners: [], votersOutgoing: [], learnersNext: [] };
@@ -25,29 +25,8 @@ async function tempDir(): Promise<string> {
   return mkdtemp(join(tmpdir(), 'rdl-wal-'));
 }
 
-function entry(index: number, term: number, size = 16): Entry {
-  return { index, term, type: 0, data: new Uint8Array(size).fill((index * 7 + term) & 0xff) };
-}
-
-function range(from: number, to: number, term: number, size = 16): Entry[] {
-  const entries: Entry[] = [];
-  for (let index = from; index <= to; index++) entries.push(entry(index, term, size));
-  return entries;
-}
-
-function indexes(entries: readonly Entry[]): number[] {
-  return entries.map((e) => e.index);
-}
-
-function sameEntries(a: readonly Entry[], b: readonly Entry[]): boolean {
-  return (
-    a.length === b.length &&
-    a.every(
-      (e, i) =>
-        e.index === b[i].index && e.term === b[i].term && e.type === b[i].type && Buffer.from(e.data).equals(b[i].data),
-    )
-  );
-}
+const entry = (index: number, term: number, size = 16): Entry => patternEntry(index, term, size);
+const range = (from: number, to: number, term: number, size = 16): Entry[] => patternRange(from, to, term, size);
 
 storageCompliance(
   (title, implementation) => test(title, (t) => implementation(t as unknown as ComplianceAssertions)),

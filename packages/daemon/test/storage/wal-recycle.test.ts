@@ -11,34 +11,13 @@ import { WAL_SEGMENT_BYTES_MIN, WalLogStore, type SegmentPreparation } from '../
 import { RecordType, freeSegmentName, scanSegment, segmentName } from '../../src/storage/wal-format.js';
 import type { Entry } from '../../src/storage/raft-api.js';
 import { CrashFileSystem } from './crash-fs.js';
-import { seededRandom } from './helpers.js';
+import { indexes, patternEntry, patternRange, sameEntries, seededRandom } from './helpers.js';
 
 const SEGMENT_BYTES = WAL_SEGMENT_BYTES_MIN;
 const WAL = '/d/wal';
 
-function entry(index: number, term: number, size = 4096): Entry {
-  return { index, term, type: 0, data: new Uint8Array(size).fill((index * 7 + term) & 0xff) };
-}
-
-function range(from: number, to: number, term: number, size = 4096): Entry[] {
-  const entries: Entry[] = [];
-  for (let index = from; index <= to; index++) entries.push(entry(index, term, size));
-  return entries;
-}
-
-function indexes(entries: readonly Entry[]): number[] {
-  return entries.map((e) => e.index);
-}
-
-function sameEntries(a: readonly Entry[], b: readonly Entry[]): boolean {
-  return (
-    a.length === b.length &&
-    a.every(
-      (e, i) =>
-        e.index === b[i].index && e.term === b[i].term && e.type === b[i].type && Buffer.from(e.data).equals(b[i].data),
-    )
-  );
-}
+const entry = (index: number, term: number, size = 4096): Entry => patternEntry(index, term, size);
+const range = (from: number, to: number, term: number, size = 4096): Entry[] => patternRange(from, to, term, size);
 
 function open(fs: CrashFileSystem, recycledSegmentsMax?: number): WalLogStore {
   return new WalLogStore(WAL, { fileSystem: fs, segmentBytes: SEGMENT_BYTES, recycledSegmentsMax });
