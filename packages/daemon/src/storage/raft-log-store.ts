@@ -24,6 +24,7 @@ import { Packr } from 'msgpackr';
 import type { Entry, HardState, PersistedState, SnapshotMeta, Storage } from './raft-api.js';
 import { readUint64BE, wrapLevelError, writeUint64BE, type Database } from './database.js';
 import { StorageErrorCode, storageError } from './errors.js';
+import { asHardState, asSnapshotMeta } from './wal-format.js';
 
 const PREFIX = 0x4c; // 'L'
 const TAG_ENTRY = 0x65; // 'e'
@@ -403,45 +404,14 @@ function decodeRecord(bytes: Buffer, what: string): Record<string, unknown> {
   return value as Record<string, unknown>;
 }
 
-function isCount(value: unknown): value is number {
-  return typeof value === 'number' && Number.isSafeInteger(value) && value >= 0;
-}
-
-function isNodeIds(value: unknown): value is string[] {
-  return Array.isArray(value) && value.every((id) => typeof id === 'string');
-}
-
 function decodeHardState(bytes: Buffer): HardState {
-  const value = decodeRecord(bytes, 'hard state');
-  if (!isCount(value.term) || !isCount(value.commit) || (value.vote !== null && typeof value.vote !== 'string')) {
-    throw storageError(StorageErrorCode.StorageCorrupt, 'the stored hard state has bad fields');
-  }
-  return { term: value.term, vote: value.vote, commit: value.commit };
+  const hardState = asHardState(decodeRecord(bytes, 'hard state'));
+  if (hardState === null) throw storageError(StorageErrorCode.StorageCorrupt, 'the stored hard state has bad fields');
+  return hardState;
 }
 
 function decodeSnapshotMeta(bytes: Buffer): SnapshotMeta {
-  const value = decodeRecord(bytes, 'snapshot metadata');
-  const conf = value.conf as Record<string, unknown> | null | undefined;
-  if (
-    !isCount(value.index) ||
-    !isCount(value.term) ||
-    typeof conf !== 'object' ||
-    conf === null ||
-    !isNodeIds(conf.voters) ||
-    !isNodeIds(conf.learners) ||
-    !isNodeIds(conf.votersOutgoing) ||
-    !isNodeIds(conf.learnersNext)
-  ) {
-    throw storageError(StorageErrorCode.StorageCorrupt, 'the stored snapshot metadata has bad fields');
-  }
-  return {
-    index: value.index,
-    term: value.term,
-    conf: {
-      voters: conf.voters,
-      learners: conf.learners,
-      votersOutgoing: conf.votersOutgoing,
-      learnersNext: conf.learnersNext,
-    },
-  };
+  const meta = asSnapshotMeta(decodeRecord(bytes, 'snapshot metadata'));
+  if (meta === null) throw storageError(StorageErrorCode.StorageCorrupt, 'the stored snapshot metadata has bad fields');
+  return meta;
 }

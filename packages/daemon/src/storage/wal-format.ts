@@ -399,7 +399,11 @@ function isNodeIds(value: unknown): value is string[] {
   return Array.isArray(value) && value.every((id) => typeof id === 'string');
 }
 
-function checkHardState(value: unknown): HardState {
+/**
+ * `value` as a hard state, or null when its fields are not one's. Shared with the legacy LevelDB
+ * log (raft-log-store.ts), which stores the same msgpack shapes; each caller words its own error.
+ */
+export function asHardState(value: unknown): HardState | null {
   const record = value as Record<string, unknown> | null;
   if (
     typeof record !== 'object' ||
@@ -408,12 +412,13 @@ function checkHardState(value: unknown): HardState {
     !isCount(record.commit) ||
     (record.vote !== null && typeof record.vote !== 'string')
   ) {
-    throw corrupt('a hard state has bad fields');
+    return null;
   }
   return { term: record.term, vote: record.vote, commit: record.commit };
 }
 
-function checkMeta(value: unknown): SnapshotMeta {
+/** `value` as snapshot metadata, or null when its fields are not those of one (see `asHardState`). */
+export function asSnapshotMeta(value: unknown): SnapshotMeta | null {
   const record = value as Record<string, unknown> | null;
   const conf = record?.conf as Record<string, unknown> | null | undefined;
   if (
@@ -428,7 +433,7 @@ function checkMeta(value: unknown): SnapshotMeta {
     !isNodeIds(conf.votersOutgoing) ||
     !isNodeIds(conf.learnersNext)
   ) {
-    throw corrupt('snapshot metadata has bad fields');
+    return null;
   }
   return {
     index: record.index,
@@ -440,4 +445,16 @@ function checkMeta(value: unknown): SnapshotMeta {
       learnersNext: conf.learnersNext,
     },
   };
+}
+
+function checkHardState(value: unknown): HardState {
+  const hardState = asHardState(value);
+  if (hardState === null) throw corrupt('a hard state has bad fields');
+  return hardState;
+}
+
+function checkMeta(value: unknown): SnapshotMeta {
+  const meta = asSnapshotMeta(value);
+  if (meta === null) throw corrupt('snapshot metadata has bad fields');
+  return meta;
 }
