@@ -31,6 +31,7 @@ export interface RaftTuning {
   readonly heartbeatTicks: number;
   readonly isPreVoteEnabled: boolean;
   readonly isCheckQuorumEnabled: boolean;
+  readonly isCommitPiggybackEnabled: boolean;
   readonly inflightMessagesMax: number;
   readonly inflightBytesMax: number;
   readonly entryBytesMax: number;
@@ -207,6 +208,12 @@ export const configOptions: readonly ConfigOption[] = [
     'bool',
     true,
     'A leader that cannot reach a quorum for an election timeout steps down.',
+  ),
+  option(
+    'raft.commit_piggyback_enabled',
+    'bool',
+    true,
+    'The leader sends a new commit index with its next append or heartbeat instead of an extra append (and reply) per commit; followers apply up to one heartbeat later.',
   ),
   option('raft.inflight_messages_max', 'int', 256, 'AppendEntries messages in flight per follower.', {
     min: 1,

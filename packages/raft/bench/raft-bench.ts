@@ -80,6 +80,7 @@ function buildCluster(): Map<string, RaftCore> {
       uncommittedBytesMax: 256 * 1024 * 1024,
       leaseTicks: 0,
       applyBatchBytesMax: 64 * 1024 * 1024,
+      isCommitPiggybackEnabled: true,
       random: random(i + 1),
     };
     cores.set(

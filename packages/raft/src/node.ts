@@ -59,6 +59,13 @@ export interface RaftConfig {
   clockDriftBoundMs: number;
   /** Most bytes of committed entries applied in one `StateMachine.apply` call. Default 4 MiB. */
   applyBatchBytesMax: number;
+  /**
+   * The leader tells followers a new commit index only with its next append or heartbeat, instead
+   * of an extra (often empty) append per advance, each answered by a reply. Followers then apply
+   * up to one heartbeat interval later; the leader's commits, acknowledgements and ReadIndex reads
+   * do not wait for that. Default true.
+   */
+  isCommitPiggybackEnabled: boolean;
   /** Applied entries kept in the log before it is compacted (by count). Default 50,000. */
   logEntriesMax: number;
   /** Bytes of applied entries kept in the log before it is compacted (by size). Default 256 MiB. */
@@ -98,6 +105,7 @@ export const defaultRaftConfig: Readonly<RaftConfig> = Object.freeze({
   isLeaseReadEnabled: false,
   clockDriftBoundMs: 100,
   applyBatchBytesMax: 4 * 1024 * 1024,
+  isCommitPiggybackEnabled: true,
   logEntriesMax: 50_000,
   logBytesMax: 256 * 1024 * 1024,
   logEntriesKeep: 5_000,
@@ -287,6 +295,7 @@ function validateConfig(partial: Partial<RaftConfig> | undefined): Readonly<Raft
     'isCheckQuorumEnabled',
     'isProposalForwardingEnabled',
     'isLeaseReadEnabled',
+    'isCommitPiggybackEnabled',
   ] as const) {
     if (typeof c[key] !== 'boolean') problems.push(`${key} must be a boolean`);
   }
@@ -429,6 +438,7 @@ export class RaftNode {
         uncommittedBytesMax: config.uncommittedBytesMax,
         leaseTicks: config.isLeaseReadEnabled ? leaseTicksOf(config) : 0,
         applyBatchBytesMax: config.applyBatchBytesMax,
+        isCommitPiggybackEnabled: config.isCommitPiggybackEnabled,
         random: options.random,
       },
       {

@@ -44,6 +44,14 @@ export interface CoreConfig {
   readonly leaseTicks: number;
   /** Most bytes of committed entries handed out in one Ready. */
   readonly applyBatchBytesMax: number;
+  /**
+   * When the commit index advances, the leader tells followers only through messages it sends
+   * anyway: the next append carrying entries, or the next heartbeat (which carries the commit
+   * index). Without it, every advance sends an append to each follower, often empty, and each
+   * such append costs a reply. Followers then apply up to a heartbeat interval later; nothing on
+   * the leader waits for that (commit, acknowledgements and ReadIndex reads are decided there).
+   */
+  readonly isCommitPiggybackEnabled: boolean;
   readonly random: Random;
 }
 
@@ -518,7 +526,7 @@ export class RaftCore {
     if (this.role === 'leader') {
       // The leader's own append counts toward the commit quorum only once durable.
       const self = this.progress.get(this.id);
-      if (self !== undefined && self.maybeUpdate(this.log.stableIndex) && this.maybeCommit()) this.bcastAppend();
+      if (self !== undefined && self.maybeUpdate(this.log.stableIndex) && this.maybeCommit()) this.bcastCommit();
     }
   }
 
@@ -1056,7 +1064,7 @@ export class RaftCore {
   private handleAppendResponse(m: Message, pr: Progress): void {
     pr.isRecentActive = true;
     if (m.context === CONTEXT_NEED_SNAPSHOT) {
-      if (!m.reject && pr.maybeUpdate(m.index) && this.maybeCommit()) this.bcastAppend();
+      if (!m.reject && pr.maybeUpdate(m.index) && this.maybeCommit()) this.bcastCommit();
       this.requestSnapshot(m.from, pr);
       return;
     }
@@ -1092,8 +1100,10 @@ export class RaftCore {
     } else {
       pr.inflights.freeLE(m.index);
     }
-    if (this.maybeCommit()) this.bcastAppend();
-    else if (wasPaused) this.sendAppend(m.from, true);
+    if (this.maybeCommit()) this.bcastCommit();
+    // A follower that was paused may have missed the latest commit index: tell it now, unless
+    // commit indexes wait for the next append or heartbeat (isCommitPiggybackEnabled).
+    else if (wasPaused && !this.cfg.isCommitPiggybackEnabled) this.sendAppend(m.from, true);
     // The commit may have applied a configuration change that removed the sender (leaving a joint
     // configuration) or this leader itself (sim seed 22 with --joint-replace): stop here then.
     if (this.role !== 'leader' || this.progress.get(m.from) !== pr) return;
@@ -1252,6 +1262,20 @@ export class RaftCore {
   private bcastAppend(): void {
     if (this.role !== 'leader') return;
     for (const id of this.progress.keys()) if (id !== this.id) this.sendAppend(id, true);
+  }
+
+  /**
+   * Tells followers that the commit index advanced: an append to each (empty if need be), or with
+   * `isCommitPiggybackEnabled` only the appends that carry entries; the others learn the commit
+   * index from their next append or heartbeat.
+   */
+  private bcastCommit(): void {
+    if (!this.cfg.isCommitPiggybackEnabled) {
+      this.bcastAppend();
+      return;
+    }
+    if (this.role !== 'leader') return;
+    for (const id of this.progress.keys()) if (id !== this.id) this.sendAppend(id, false);
   }
 
   /**

@@ -5,7 +5,7 @@
  *
  * Commands (one per line; `#` starts a comment; node arguments are numbers 1..n, ids `n1`..`nN`):
  *
- *   cluster 3 [pre-vote] [check-quorum] [voters=K]
+ *   cluster 3 [pre-vote] [check-quorum] [commit-piggyback] [voters=K]
  *                                         create the cluster (must come first); only n1..nK vote
  *   conf N add-voter|add-learner|remove M [...]
  *                                         leader N proposes a membership change (several
@@ -81,6 +81,7 @@ class InteractionEnv {
   private readonly cut = new Set<string>();
   private out: string[] = [];
   private isPreVoteEnabled = false;
+  private isCommitPiggybackEnabled = false;
   private isCheckQuorumEnabled = false;
   private requestIds = 0;
   private isStarted = false;
@@ -132,6 +133,7 @@ class InteractionEnv {
         }
         this.isPreVoteEnabled = args.includes('pre-vote');
         this.isCheckQuorumEnabled = args.includes('check-quorum');
+        this.isCommitPiggybackEnabled = args.includes('commit-piggyback');
         for (let i = 0; i < count; i++) {
           this.nodes.push({
             id: `n${i + 1}`,
@@ -354,6 +356,7 @@ class InteractionEnv {
         uncommittedBytesMax: 1 << 20,
         leaseTicks: 0,
         applyBatchBytesMax: 64 * 1024,
+        isCommitPiggybackEnabled: this.isCommitPiggybackEnabled,
         random: new SeededRandom(1, node.index * 31 + node.incarnation),
       },
       {

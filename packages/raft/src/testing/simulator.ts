@@ -563,6 +563,8 @@ class Simulation {
       uncommittedBytesMax: 64 * 1024,
       leaseTicks: 0,
       applyBatchBytesMax: r.pick([256, 64 * 1024]),
+      // From a stream of its own: drawing it from `r` would shift every later draw of the seed.
+      isCommitPiggybackEnabled: new SeededRandom(options.seed, 3).chance(0.5),
       ...options.coreConfig,
     };
     this.logEntriesKeep = options.logEntriesKeep ?? (r.chance(0.75) ? r.pick([2, 8, 32]) : 0);

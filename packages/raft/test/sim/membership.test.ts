@@ -13,6 +13,10 @@ import type { ConfState } from '../../src/api.js';
 import { quorumsIntersect, runSimulation } from '../../src/testing/simulator.js';
 import type { FaultTally, SimulationOptions } from '../../src/testing/simulator.js';
 
+// Regression seeds replay the scenario they were found in: with commit indexes sent eagerly (the
+// simulator's draw of isCommitPiggybackEnabled came later and would change their schedule).
+const AS_FOUND = { isCommitPiggybackEnabled: false };
+
 function conf(voters: string[], votersOutgoing: string[] = []): ConfState {
   return { voters, learners: [], votersOutgoing, learnersNext: [] };
 }
@@ -94,7 +98,7 @@ test('with the membership rate at 0 the simulator changes no membership', (t) =>
 // voter's Progress; `handleAppendResponse` then called `sendAppend` for it and read `isPaused` of
 // undefined, crashing the leader.
 test('replacing members through a joint configuration passes every check (seed 22)', (t) => {
-  const result = runSimulation({ seed: 22, isJointReplaceEnabled: true });
+  const result = runSimulation({ seed: 22, isJointReplaceEnabled: true, coreConfig: AS_FOUND });
   t.is(result.violation, null);
 });
 
@@ -103,7 +107,7 @@ test('replacing members through a joint configuration passes every check (seed 2
 // lower-term MsgVote, so neither could ever win. The core now answers a lower-term MsgVote with a
 // rejection carrying its term (Raft §5.1).
 test('a candidate unknown to a stale higher-term voter is still elected after healing (seed 4589)', (t) => {
-  const result = runSimulation({ seed: 4589, isJointReplaceEnabled: false });
+  const result = runSimulation({ seed: 4589, isJointReplaceEnabled: false, coreConfig: AS_FOUND });
   t.is(result.violation, null);
 });
 
@@ -115,7 +119,7 @@ test('a candidate unknown to a stale higher-term voter is still elected after he
 // the pending snapshot arrived.
 for (const seed of [9030, 15518]) {
   test(`a follower that installed a snapshot the leader compacted past leaves the Snapshot state (seed ${seed})`, (t) => {
-    const result = runSimulation({ seed, isJointReplaceEnabled: false });
+    const result = runSimulation({ seed, isJointReplaceEnabled: false, coreConfig: AS_FOUND });
     t.is(result.violation, null);
   });
 }
@@ -128,11 +132,11 @@ for (const seed of [9030, 15518]) {
 // server should still start elections until C_new is committed; it does now, leads without
 // counting itself, commits C_new and steps down.
 test('a voter removed by an uncommitted configuration still campaigns (seed 8624, joint replacement)', (t) => {
-  const result = runSimulation({ seed: 8624, isJointReplaceEnabled: true });
+  const result = runSimulation({ seed: 8624, isJointReplaceEnabled: true, coreConfig: AS_FOUND });
   t.is(result.violation, null);
 });
 
 test('a voter removed by an uncommitted configuration still campaigns (seed 14011)', (t) => {
-  const result = runSimulation({ seed: 14011, isJointReplaceEnabled: false });
+  const result = runSimulation({ seed: 14011, isJointReplaceEnabled: false, coreConfig: AS_FOUND });
   t.is(result.violation, null);
 });

@@ -37,6 +37,7 @@ export function coreConfig(id: NodeId, overrides: Partial<CoreConfig> = {}): Cor
     uncommittedBytesMax: 1 << 30,
     leaseTicks: 0,
     applyBatchBytesMax: 1 << 30,
+    isCommitPiggybackEnabled: false,
     random: seededRandom(id.charCodeAt(0) * 7919 + id.length),
     ...overrides,
   };
