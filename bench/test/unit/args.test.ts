@@ -32,6 +32,15 @@ test('--quick shortens workloads to a few seconds and one run; explicit flags st
   t.is(custom.jsonPath, 'out.json');
 });
 
+test('--system-warmup: 10 s per started system by default, 3 s with --quick, 0 turns it off', (t) => {
+  t.is(parseArgs([]).systemWarmupMs, 10_000);
+  t.is(parseArgs(['--quick']).systemWarmupMs, 3_000);
+  t.is(parseArgs(['--quick', '--system-warmup', '0']).systemWarmupMs, 0);
+  t.is(parseArgs(['--system-warmup', '2.5']).systemWarmupMs, 2_500);
+  t.is(codeOf(t.throws(() => parseArgs(['--system-warmup', '-1']))), 'BENCH_ARGS_INVALID');
+  t.is(codeOf(t.throws(() => parseArgs(['--system-warmup', 'soon']))), 'BENCH_ARGS_INVALID');
+});
+
 test('bad flags are BENCH_ARGS_INVALID errors, not exits', (t) => {
   t.is(codeOf(t.throws(() => parseArgs(['--runs', '0']))), 'BENCH_ARGS_INVALID');
   t.is(codeOf(t.throws(() => parseArgs(['--runs', '1.5']))), 'BENCH_ARGS_INVALID');
