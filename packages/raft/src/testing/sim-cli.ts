@@ -4,7 +4,9 @@
  * replays it, and ends with `N seeds, V violations`. Exit code 1 when any seed fails.
  * `--trace` prints the event trace of each failing seed. Members are replaced through a joint
  * configuration or by two single-server changes, picked at random per replacement;
- * `--joint-replace` / `--no-joint-replace` force one way. A line sums up the chunked snapshot
+ * `--joint-replace` / `--no-joint-replace` force one way. Each seed draws whether commit indexes
+ * ride on the next append or heartbeat (`isCommitPiggybackEnabled`); `--commit-piggyback` /
+ * `--no-commit-piggyback` force one way. A line sums up the chunked snapshot
  * transfers (chunks sent, resent and lost; transfers resumed, restarted and abandoned).
  */
 import { Command, InvalidArgumentError, Option } from 'commander';
@@ -29,6 +31,8 @@ interface CliOptions {
   /** Unset: each replacement picks joint or single-server changes at random. */
   jointReplace?: boolean;
   membership: boolean;
+  /** Unset: each seed draws isCommitPiggybackEnabled. */
+  commitPiggyback?: boolean;
   driverBug?: DriverBug;
 }
 
@@ -41,6 +45,8 @@ const program = new Command()
   .option('--quiet', 'no progress output', false)
   .option('--joint-replace', 'replace members always through a joint configuration (add-voter + remove in one change)')
   .option('--no-joint-replace', 'replace members always by two single-server changes (promote, then remove)')
+  .option('--commit-piggyback', 'every seed sends commit indexes only with appends and heartbeats')
+  .option('--no-commit-piggyback', 'every seed sends an append per commit advance (the classic way)')
   .option('--no-membership', 'leave membership changes out of the fault mix (the fault mix of issue 2)')
   .addOption(
     new Option('--driver-bug <bug>', 'break the simulated driver on purpose (to see the checkers fire)').choices([
@@ -54,7 +60,13 @@ const program = new Command()
     const startedMs = performance.now();
     const jointFlag =
       options.jointReplace === undefined ? '' : options.jointReplace ? ' --joint-replace' : ' --no-joint-replace';
-    const flags = `${jointFlag}${options.membership ? '' : ' --no-membership'}${options.driverBug === undefined ? '' : ` --driver-bug ${options.driverBug}`}`;
+    const piggybackFlag =
+      options.commitPiggyback === undefined
+        ? ''
+        : options.commitPiggyback
+          ? ' --commit-piggyback'
+          : ' --no-commit-piggyback';
+    const flags = `${jointFlag}${piggybackFlag}${options.membership ? '' : ' --no-membership'}${options.driverBug === undefined ? '' : ` --driver-bug ${options.driverBug}`}`;
     const summary = runSeeds({
       seedStart: options.seedStart,
       seeds: options.seeds,
@@ -62,6 +74,9 @@ const program = new Command()
         driverBug: options.driverBug,
         isJointReplaceEnabled: options.jointReplace,
         ...(options.membership ? {} : { faults: { membershipRate: 0 } }),
+        ...(options.commitPiggyback === undefined
+          ? {}
+          : { coreConfig: { isCommitPiggybackEnabled: options.commitPiggyback } }),
       },
       onFailure: (failure) => {
         process.stdout.write(`seed ${failure.seed} FAILED: ${failure.violation}\n`);
