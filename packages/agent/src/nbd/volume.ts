@@ -55,7 +55,10 @@ export interface VolumeHandle {
    * NBD server advertise NBD_FLAG_CAN_MULTI_CONN.
    */
   readonly isFlushShared: boolean;
-  /** Reads `length` bytes at `offset`; resolves with exactly `length` bytes. */
+  /**
+   * Reads `length` bytes at `offset`; resolves with exactly `length` bytes. The server sends the
+   * returned buffer as it is (no copy), so the handle must not modify it afterwards.
+   */
   read(offset: number, length: number): Promise<Buffer>;
   /** Writes `data` at `offset`. The caller must not modify `data` until the promise settles. */
   write(offset: number, data: Buffer, options: WriteOptions): Promise<void>;
