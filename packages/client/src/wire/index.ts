@@ -4,6 +4,7 @@
  * and their gRPC mapping, and input checks. It imports nothing of the daemon or the SDK.
  */
 export { encode, decode } from './codec.js';
+export { encodeIoResponseBatchTransient } from './response-codec.js';
 export {
   BLOCK_SIZE_BYTES,
   GRPC_CHANNEL_OPTIONS,

@@ -6,6 +6,7 @@ import type {
   handleUnaryCall,
 } from '@grpc/grpc-js';
 import { decode, encode } from './codec.js';
+import { encodeIoResponseBatchTransient } from './response-codec.js';
 import type {
   CreateVolumeRequest,
   CreateVolumeResponse,
@@ -28,14 +29,18 @@ import type {
 /** Fully qualified gRPC service name. */
 export const BLOCK_SERVICE_NAME = 'rdl.v1.Block';
 
-function method<Request, Response>(name: string, isStreaming: boolean): MethodDefinition<Request, Response> {
+function method<Request, Response>(
+  name: string,
+  isStreaming: boolean,
+  responseSerialize: (value: Response) => Buffer = encode,
+): MethodDefinition<Request, Response> {
   return {
     path: `/${BLOCK_SERVICE_NAME}/${name}`,
     requestStream: isStreaming,
     responseStream: isStreaming,
     requestSerialize: encode,
     requestDeserialize: decode<Request>,
-    responseSerialize: encode,
+    responseSerialize,
     responseDeserialize: decode<Response>,
     originalName: name.charAt(0).toLowerCase() + name.slice(1),
   };
@@ -62,7 +67,10 @@ export interface BlockServer extends UntypedServiceImplementation {
 /**
  * The `rdl.v1.Block` service definition (msgpack serialization), usable both by grpc-js servers
  * (`addService`) and clients (`makeGenericClientConstructor`, or `Client.makeUnaryRequest` with
- * the `path` and serializers of one method).
+ * the `path` and serializers of one method). The `Io` method's `responseSerialize` is
+ * `encodeIoResponseBatchTransient`: same bytes as `encode`, but its result is only valid until
+ * its next call, which suits grpc-js's server (it copies the result at once); do not call it
+ * yourself and keep the result.
  */
 export const blockService = Object.freeze({
   createVolume: method<CreateVolumeRequest, CreateVolumeResponse>('CreateVolume', false),
@@ -72,7 +80,7 @@ export const blockService = Object.freeze({
   growVolume: method<GrowVolumeRequest, GrowVolumeResponse>('GrowVolume', false),
   status: method<StatusRequest, StatusResponse>('Status', false),
   transferLeader: method<TransferLeaderRequest, TransferLeaderResponse>('TransferLeader', false),
-  io: method<IoRequestBatch, IoResponseBatch>('Io', true),
+  io: method<IoRequestBatch, IoResponseBatch>('Io', true, encodeIoResponseBatchTransient),
 }) satisfies ServiceDefinition<BlockServer>;
 
 /** Names of the unary methods of the service. */
