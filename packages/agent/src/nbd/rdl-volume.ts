@@ -154,6 +154,10 @@ class RdlVolumeHandle implements VolumeHandle {
   }
 
   async flush(): Promise<void> {
+    this.flushNow();
+  }
+
+  flushNow(): void {
     // Every write this handle answered is already committed (fsynced on a majority): see the top.
     this.#check(0, 0, false);
   }

@@ -68,6 +68,13 @@ export interface VolumeHandle {
   trim(offset: number, length: number, options: WriteOptions): Promise<void>;
   /** Resolves once every write acknowledged before the call is on non-volatile storage. */
   flush(): Promise<void>;
+  /**
+   * Optional synchronous flush, for handles whose acknowledged writes are already durable (a
+   * flush needs no IO, only the handle's own checks). When present the server calls it instead of
+   * `flush()` and answers NBD_CMD_FLUSH in the same turn, without a promise per flush. It returns
+   * when `flush()` would resolve and throws what `flush()` would reject with.
+   */
+  flushNow?(): void;
   /** Releases the handle; further calls fail with `AGENT_VOLUME_CLOSED`. Idempotent. */
   close(): Promise<void>;
 }
