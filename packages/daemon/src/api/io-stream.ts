@@ -4,8 +4,10 @@
  * Per message: decode once, check the envelope (`checkIoBatch`) and every id (a batch with a
  * request that cannot be answered fails the stream), then check and admit each request on its own
  * (per-request errors for the rest), propose the mutations with one `proposeMany` call (the Raft
- * node batches them into entries) and wait for ONE ReadIndex for all the reads of the message
- * before reading them with one `readMany` (shared by the messages whose ReadIndex resolved together).
+ * node batches them into entries) and ask ONE ReadIndex for all the reads of the message; they
+ * are read with one `readMany`, started at once when this node has applied all it knows committed
+ * (used only if that state is at or after the read index), else after the ReadIndex (shared by the
+ * messages whose ReadIndex resolved together).
  * Responses ready in the same turn of the event loop leave together in one message, flushed on
  * `setImmediate` so the LevelDB reads that complete in the same poll phase share it.
  *
@@ -55,6 +57,14 @@ const RESPONSE_ENVELOPE_BYTES = 512;
 /** `RaftNode.proposeMany`'s callback: per proposal, null and the apply result, or the error. */
 export type IoProposalCallback = (slot: number, error: unknown, result: unknown) => void;
 
+/** The indexes of `RaftNode.status()` an Io stream reads (`RaftStatus` has them). */
+export interface IoRaftIndexes {
+  /** Highest log index known committed on this node (never decreases). */
+  readonly commitIndex: number;
+  /** Highest log index this node applied to the state machine (the block store has at least it). */
+  readonly appliedIndex: number;
+}
+
 /** The part of `RaftNode` an Io stream uses. */
 export interface IoRaftNode {
   /**
@@ -62,7 +72,13 @@ export interface IoRaftNode {
    * be reported before this returns).
    */
   proposeMany(data: readonly Uint8Array[], onResult: IoProposalCallback): void;
+  /**
+   * Resolves once this node confirmed its leadership with a quorum round begun after the call and
+   * applied through the commit index it had then (the read index), which is at most its commit
+   * index when this resolves.
+   */
   readIndex(): Promise<void>;
+  status(): IoRaftIndexes;
 }
 
 /** Limits an Io stream enforces (the `[api]` config section). */
@@ -111,6 +127,26 @@ class InflightIo {
     /** `performance.now()` when its message arrived: the deadline sweep and the latency metric count from it. */
     readonly startedMs: number,
   ) {}
+}
+
+/**
+ * The reads of one message read before their ReadIndex resolved (see `IoStreamServer.readAll`):
+ * the results are used only if the state they saw is at or after the read index.
+ */
+class ReadAhead {
+  results: (Uint8Array | Error)[] | null = null;
+  error: unknown = null;
+  hasFailed = false;
+  isConfirmed = false;
+  constructor(
+    readonly reads: InflightIo[],
+    /** The node's applied index when the reads started: they see at least this state. */
+    readonly appliedIndex: number,
+  ) {}
+}
+
+function isLogIndex(value: unknown): value is number {
+  return typeof value === 'number' && Number.isSafeInteger(value) && value >= 0;
 }
 
 /** An answer waiting in the outbox, with the slot it frees once written (null: never admitted). */
@@ -381,26 +417,92 @@ export class IoStreamServer {
 
   /**
    * One ReadIndex for every read of a message (rather than one each: a promise and a waiter per
-   * read inside the node), then ONE `readMany` for the reads still waiting, shared with the other
-   * messages of this stream whose ReadIndex resolved in the same round (one LevelDB round trip,
-   * no promise per read). The ReadIndex resolves once this node applied through the read index,
-   * so what `readMany` sees is at or after it. No signal: the deadline sweep answers a read that
-   * waits too long.
+   * read inside the node), and no promise per read. No signal: the deadline sweep answers a read
+   * that waits too long.
+   *
+   * When this node has applied everything it knows committed (a read-only load), the reads start
+   * at once, with one `readMany`, while the ReadIndex round is on the wire (`readAhead`): the
+   * LevelDB round trip overlaps the quorum round instead of following it. Otherwise they wait for
+   * the ReadIndex and then share one `readMany` with the other messages of this stream whose
+   * ReadIndex resolved in the same round (`readConfirmed`).
    */
   private readAll(reads: InflightIo[]): void {
-    this.context.node.readIndex().then(
+    const node = this.context.node;
+    const { appliedIndex, commitIndex } = node.status();
+    if (isLogIndex(appliedIndex) && isLogIndex(commitIndex) && appliedIndex >= commitIndex) {
+      this.readAhead(reads, appliedIndex);
+      return;
+    }
+    node.readIndex().then(
+      () => this.onReadIndex(reads),
+      (err: unknown) => this.failAll(reads, err),
+    );
+  }
+
+  /**
+   * Reads `reads` now and answers them with what was read once their ReadIndex resolved, if the
+   * state read is at or after the read index. Why that is linearizable: the results reflect at
+   * least `appliedIndex` (the node's applied index when the reads started; `readMany` sees that
+   * state or a later one, all of it committed), and the read index is at most the commit index
+   * when the ReadIndex resolved. So if `appliedIndex >= commitIndex` then, the state read holds
+   * every write committed before the read arrived, exactly as a read made after the ReadIndex
+   * would; the quorum round itself (leadership confirmed after the read arrived) is unchanged. If
+   * the commit index moved past `appliedIndex` meanwhile (a write committed), the results are
+   * dropped and the reads go through `readConfirmed` like any read after its ReadIndex.
+   */
+  private readAhead(reads: InflightIo[], appliedIndex: number): void {
+    const ahead = new ReadAhead(reads, appliedIndex);
+    const node = this.context.node;
+    let reading: Promise<(Uint8Array | Error)[]>;
+    try {
+      reading = this.context.store.readMany(reads);
+    } catch (err) {
+      reading = Promise.reject(err);
+    }
+    reading.then(
+      (results) => {
+        ahead.results = results;
+        if (ahead.isConfirmed) this.answerReads(reads, results);
+      },
+      (err: unknown) => {
+        ahead.error = err;
+        ahead.hasFailed = true;
+        if (ahead.isConfirmed) this.failAll(reads, err);
+      },
+    );
+    node.readIndex().then(
       () => {
         if (this.isClosed) return;
-        // Messages whose ReadIndex resolved in the same round (the node confirms the reads of a
-        // turn together) share one readMany, scheduled after the other resolutions of the round.
-        for (let i = 0; i < reads.length; i++) if (!reads[i].isAnswered) this.readsConfirmed.push(reads[i]);
-        if (!this.isReadScheduled && this.readsConfirmed.length > 0) {
-          this.isReadScheduled = true;
-          queueMicrotask(this.readConfirmed);
+        if (ahead.appliedIndex < node.status().commitIndex) {
+          this.onReadIndex(reads);
+          return;
         }
+        ahead.isConfirmed = true;
+        if (ahead.results !== null) this.answerReads(reads, ahead.results);
+        else if (ahead.hasFailed) this.failAll(reads, ahead.error);
       },
       (err: unknown) => this.failAll(reads, err),
     );
+  }
+
+  /** `reads`' ReadIndex resolved: queue them for the next shared `readMany`. */
+  private onReadIndex(reads: InflightIo[]): void {
+    if (this.isClosed) return;
+    // Messages whose ReadIndex resolved in the same round (the node confirms the reads of a
+    // turn together) share one readMany, scheduled after the other resolutions of the round.
+    for (let i = 0; i < reads.length; i++) if (!reads[i].isAnswered) this.readsConfirmed.push(reads[i]);
+    if (!this.isReadScheduled && this.readsConfirmed.length > 0) {
+      this.isReadScheduled = true;
+      queueMicrotask(this.readConfirmed);
+    }
+  }
+
+  private answerReads(reads: InflightIo[], results: (Uint8Array | Error)[]): void {
+    for (let i = 0; i < reads.length; i++) {
+      const result = results[i];
+      if (result instanceof Uint8Array) this.answer(reads[i], null, result);
+      else this.answer(reads[i], this.toWireError(result), undefined);
+    }
   }
 
   /**
@@ -420,13 +522,7 @@ export class IoStreamServer {
       return;
     }
     reading.then(
-      (results) => {
-        for (let i = 0; i < waiting.length; i++) {
-          const result = results[i];
-          if (result instanceof Uint8Array) this.answer(waiting[i], null, result);
-          else this.answer(waiting[i], this.toWireError(result), undefined);
-        }
-      },
+      (results) => this.answerReads(waiting, results),
       (err: unknown) => this.failAll(waiting, err),
     );
   };
