@@ -54,6 +54,9 @@ export const WRITE_BUFFER_BYTES_HIGH = IO_BATCH_BYTES_MAX;
  */
 const RESPONSE_ENVELOPE_BYTES = 512;
 
+/** Most messages whose reads skip the read-ahead after dropped ones (see `readAheadSkips`). */
+const READ_AHEAD_SKIP_MAX = 64;
+
 /** `RaftNode.proposeMany`'s callback: per proposal, null and the apply result, or the error. */
 export type IoProposalCallback = (slot: number, error: unknown, result: unknown) => void;
 
@@ -198,6 +201,13 @@ export class IoStreamServer {
   private isFlushScheduled = false;
   /** Reads whose ReadIndex resolved, waiting for the `readMany` scheduled on a microtask. */
   private readsConfirmed: InflightIo[] = [];
+  /**
+   * Messages whose reads skip the read-ahead: after one was dropped (a write committed during its
+   * ReadIndex round), the next 1, 2, 4 ... `READ_AHEAD_SKIP_MAX` messages read after their
+   * ReadIndex, so a stream mixing reads and writes does not read most blocks twice.
+   */
+  private readAheadSkips = 0;
+  private readAheadSkipsNext = 1;
   private isReadScheduled = false;
   /** Answered requests whose response message grpc-js buffered: their slots wait for 'drain'. */
   private awaitingDrain: InflightIo[] = [];
@@ -342,7 +352,7 @@ export class IoStreamServer {
     }
     if (admitted > 0) this.updateInflightGauges();
     if (writes !== null && commands !== null) this.proposeAll(writes, commands);
-    if (reads !== null) this.readAll(reads);
+    if (reads !== null) this.readAll(reads, writes === null);
   }
 
   /** Checks every request's id: an integer >= 0, not in flight, not repeated in the message. */
@@ -426,12 +436,17 @@ export class IoStreamServer {
    * the ReadIndex and then share one `readMany` with the other messages of this stream whose
    * ReadIndex resolved in the same round (`readConfirmed`).
    */
-  private readAll(reads: InflightIo[]): void {
+  private readAll(reads: InflightIo[], isReadOnly: boolean): void {
     const node = this.context.node;
-    const { appliedIndex, commitIndex } = node.status();
-    if (isLogIndex(appliedIndex) && isLogIndex(commitIndex) && appliedIndex >= commitIndex) {
-      this.readAhead(reads, appliedIndex);
-      return;
+    // A message that also writes commits an entry during its own round: reading ahead is wasted.
+    if (isReadOnly && this.readAheadSkips === 0) {
+      const { appliedIndex, commitIndex } = node.status();
+      if (isLogIndex(appliedIndex) && isLogIndex(commitIndex) && appliedIndex >= commitIndex) {
+        this.readAhead(reads, appliedIndex);
+        return;
+      }
+    } else if (this.readAheadSkips > 0) {
+      this.readAheadSkips--;
     }
     node.readIndex().then(
       () => this.onReadIndex(reads),
@@ -474,9 +489,12 @@ export class IoStreamServer {
       () => {
         if (this.isClosed) return;
         if (ahead.appliedIndex < node.status().commitIndex) {
+          this.readAheadSkips = this.readAheadSkipsNext;
+          this.readAheadSkipsNext = Math.min(READ_AHEAD_SKIP_MAX, 2 * this.readAheadSkipsNext);
           this.onReadIndex(reads);
           return;
         }
+        this.readAheadSkipsNext = 1;
         ahead.isConfirmed = true;
         if (ahead.results !== null) this.answerReads(reads, ahead.results);
         else if (ahead.hasFailed) this.failAll(reads, ahead.error);

@@ -4,7 +4,9 @@
 // ReadIndex resolves, yet no answer leaves before it resolves; if the commit index moved past the
 // applied index of the read-ahead meanwhile, those results are dropped and the reads are read again
 // after the ReadIndex; a node that has not applied its commit index does not read ahead; and a
-// refused ReadIndex fails the reads even though their blocks were read.
+// refused ReadIndex fails the reads even though their blocks were read; after a dropped read-ahead
+// the next messages read after their ReadIndex (1, 2, 4 ... of them), and a message that also writes
+// does not read ahead.
 import { Server, ServerCredentials } from '@grpc/grpc-js';
 import test from 'ava';
 import type { ExecutionContext } from 'ava';
@@ -178,5 +180,55 @@ test('a refused ReadIndex fails the reads even though their blocks were read ahe
       [false, undefined, 'UNAVAILABLE'],
     ],
   );
+  io.end();
+});
+
+test('after a dropped read-ahead the next message reads after its ReadIndex, the one after reads ahead again', async (t) => {
+  const { client, indexes, readIndexCalls, readManyCalls, releaseReads } = await start(t);
+  const io = client.io();
+  const first = io.batch([read(1)]);
+  await waitUntil(() => readIndexCalls() === 1 && readManyCalls() === 1, 'the first read-ahead');
+  indexes.commitIndex = 6;
+  indexes.appliedIndex = 6;
+  releaseReads();
+  await Promise.all(first);
+  t.is(readManyCalls(), 2, 'the first message was read again');
+  const second = io.batch([read(2)]);
+  await waitUntil(() => readIndexCalls() === 2, 'the second ReadIndex');
+  await turns(20);
+  t.is(readManyCalls(), 2, 'the second message is not read ahead');
+  releaseReads();
+  t.is((await Promise.all(second))[0].data?.[0], 6);
+  t.is(readManyCalls(), 3);
+  const third = io.batch([read(3)]);
+  await waitUntil(() => readIndexCalls() === 3 && readManyCalls() === 4, 'the third read-ahead');
+  releaseReads();
+  t.is((await Promise.all(third))[0].data?.[0], 6);
+  t.is(readManyCalls(), 4, 'the third read-ahead was used');
+  io.end();
+});
+
+test('a message that also writes does not read ahead', async (t) => {
+  const { client, readIndexCalls, readManyCalls, releaseReads } = await start(t);
+  const io = client.io();
+  const answers = io.batch([
+    read(1),
+    {
+      op: 'write',
+      volume: 'v',
+      offset: 0,
+      length: 4096,
+      data: Buffer.alloc(4096, 1),
+      session: '0123456789abcdef0123456789abcdef',
+      seq: 1,
+      ackedBelow: 1,
+    },
+  ]);
+  await waitUntil(() => readIndexCalls() === 1, 'the ReadIndex');
+  await turns(20);
+  t.is(readManyCalls(), 0, 'nothing read before the ReadIndex');
+  releaseReads();
+  t.true((await Promise.all(answers)).every((a) => a.ok));
+  t.is(readManyCalls(), 1);
   io.end();
 });
