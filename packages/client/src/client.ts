@@ -789,8 +789,10 @@ export class RdlClient {
       this.retrying.delete(pending);
     }
     pending.session?.settle(pending.seq);
+    // The sweep timer stops itself once nothing is live (see `sweep`): under a closed-loop load
+    // every call of a batch settles before the callers issue the next ones, and clearing and
+    // re-arming an interval each time cost more than the sweep.
     this.liveCount--;
-    if (this.liveCount === 0) this.stopSweep();
   }
 
   /** Moves waiting requests into the stream window while there is room. */
@@ -1050,6 +1052,10 @@ export class RdlClient {
    * deadline and declares a stalled stream dead.
    */
   private sweep(): void {
+    if (this.liveCount === 0) {
+      this.stopSweep();
+      return;
+    }
     const nowMs = now();
     const stream = this.stream;
     if (stream !== undefined) {

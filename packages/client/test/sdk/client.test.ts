@@ -5,7 +5,8 @@
 // stream with the same (session, seq) so the fake state machine applies each write once,
 // ackedBelow, per-request retries, deadlines, AbortSignal, the bounded window, out-of-order
 // answers, batching (requests issued in one turn leave in one message, within the batch limits)
-// and close(). Each test starts its own cluster; jitter is seeded.
+// and close(), and the sweep timer staying armed between batches of calls until idle. Each test
+// starts its own cluster; jitter is seeded.
 import test from 'ava';
 import type { ExecutionContext } from 'ava';
 import { RdlClient, RdlError } from '../../src/index.js';
@@ -480,4 +481,18 @@ test('SESSION_EXPIRED moves a write sent once to a new session, and fails one th
     1,
     'the first copy did apply: reporting success or a retry would be a guess',
   );
+});
+
+test('the sweep timer stays armed from one batch of calls to the next and stops itself once idle', async (t) => {
+  const { client } = await setup(t); // a sweep every 50 ms
+  await client.createVolume('vol-s', MiB);
+  const timerOf = (): unknown => (client as unknown as { sweepTimer: unknown }).sweepTimer;
+  await Promise.all(Array.from({ length: 8 }, (_, i) => client.read('vol-s', i * 4096, 4096)));
+  const armed = timerOf();
+  t.not(armed, undefined, 'armed while calls were live');
+  // Every call above settled: a closed loop issues its next batch now, on the same timer.
+  await Promise.all(Array.from({ length: 8 }, (_, i) => client.read('vol-s', i * 4096, 4096)));
+  t.is(timerOf(), armed, 'not cleared and re-armed between batches');
+  await waitFor(() => timerOf() === undefined, 5_000, 'the idle sweep timer to stop');
+  t.pass();
 });
