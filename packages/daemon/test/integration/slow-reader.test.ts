@@ -10,7 +10,10 @@ import { waitFor } from '../helpers/ports.js';
 
 let cluster: Cluster;
 test.before(async () => {
-  cluster = await startCluster({ args: ['--api-stream-inflight-max', '64'] });
+  // Production's 100 ms ticks (elections after 1-2 s), not the suite's 30 ms: serving 48 MiB to a
+  // stalled client on a loaded 2-core machine starved the leader's event loop past a 300-600 ms
+  // election timeout, and a new leader failed the held requests (seen as "held 0" mid-test).
+  cluster = await startCluster({ tickIntervalMs: 100, args: ['--api-stream-inflight-max', '64'] });
 });
 test.after.always(async () => {
   await cluster?.destroy();
