@@ -8,18 +8,16 @@
 // malformed messages (undecodable, empty, above IO_BATCH_REQUESTS_MAX, a bare pre-batch request,
 // a missing or repeated id) fail the stream with INVALID_ARGUMENT or TOO_LARGE and nothing of
 // them is served; and writes reach the proposal encoder with their payload intact.
-import { Server, ServerCredentials } from '@grpc/grpc-js';
 import test from 'ava';
 import type { ExecutionContext } from 'ava';
-import pino from 'pino';
 import { Packr } from 'msgpackr';
 import { IO_BATCH_REQUESTS_MAX } from '@rdl/client/wire';
-import { BlockApi, blockServerDefinition } from '../../src/api/block-service.js';
 import type { ApiRaftNode } from '../../src/api/block-service.js';
 import type { RaftStatus } from '../../src/raft-types.js';
 import { DaemonMetrics } from '../../src/metrics.js';
 import { decodeCommand } from '../../src/storage/commands.js';
 import type { BlockRead, BlockStore } from '../../src/storage/commands.js';
+import { TEST_VOLUME, serveBlockApi } from '../helpers/block-api-server.js';
 import { BlockClient, sessionId } from '../helpers/block-client.js';
 import type { TestIoRequest } from '../helpers/block-client.js';
 
@@ -62,7 +60,7 @@ async function start(t: ExecutionContext): Promise<Harness> {
     transferLeadership: () => Promise.resolve(),
     status: () => ({ role: 'leader', leader: 'geneva' }) as unknown as RaftStatus,
   };
-  const volume = { name: 'v', sizeBytes: 1 << 20, blockSizeBytes: 4096, createdAtMs: 0 };
+  const volume = TEST_VOLUME;
   const store = {
     getVolume: (name: string) => (name === 'v' ? volume : null),
     listVolumes: () => [volume],
@@ -72,35 +70,9 @@ async function start(t: ExecutionContext): Promise<Harness> {
       return reads.map(({ offset, length }) => new Uint8Array(length).fill(offset / 4096));
     },
   } as unknown as BlockStore;
-  const api = new BlockApi({
-    region: 'geneva',
-    node,
-    store,
-    members: [{ region: 'geneva', raftAddress: '127.0.0.1:1', clientAddress: null }],
-    limits: {
-      ioBytesMax: 1 << 20,
-      streamInflightMax: 1024,
-      streamInflightBytesMax: 1 << 26,
-      daemonInflightMax: 4096,
-      daemonInflightBytesMax: 1 << 28,
-      requestTimeoutMs: 10_000,
-    },
-    logger: pino({ level: 'silent' }),
-    metrics,
-  });
-  const server = new Server();
-  server.addService(blockServerDefinition, api.handlers());
-  const port = await new Promise<number>((resolve, reject) =>
-    server.bindAsync('127.0.0.1:0', ServerCredentials.createInsecure(), (err, bound) =>
-      err ? reject(err) : resolve(bound),
-    ),
-  );
+  const port = await serveBlockApi(t, { node, store, metrics: metrics });
   const client = new BlockClient(`127.0.0.1:${port}`);
-  t.teardown(async () => {
-    client.close();
-    api.stop();
-    await new Promise<void>((resolve) => server.tryShutdown(() => resolve()));
-  });
+  t.teardown(() => client.close());
   return {
     client,
     metrics,

@@ -7,15 +7,13 @@
 // refused ReadIndex fails the reads even though their blocks were read; after a dropped read-ahead
 // the next messages read after their ReadIndex (1, 2, 4 ... of them), and a message that also writes
 // does not read ahead.
-import { Server, ServerCredentials } from '@grpc/grpc-js';
 import test from 'ava';
 import type { ExecutionContext } from 'ava';
-import pino from 'pino';
-import { BlockApi, blockServerDefinition } from '../../src/api/block-service.js';
 import type { ApiRaftNode } from '../../src/api/block-service.js';
 import type { RaftStatus } from '../../src/raft-types.js';
 import { DaemonMetrics } from '../../src/metrics.js';
 import type { BlockRead, BlockStore } from '../../src/storage/commands.js';
+import { TEST_VOLUME, serveBlockApi } from '../helpers/block-api-server.js';
 import { BlockClient } from '../helpers/block-client.js';
 import type { TestIoRequest } from '../helpers/block-client.js';
 
@@ -44,7 +42,7 @@ async function start(t: ExecutionContext): Promise<Harness> {
     transferLeadership: () => Promise.resolve(),
     status: () => ({ role: 'leader', leader: 'geneva', ...indexes }) as unknown as RaftStatus,
   };
-  const volume = { name: 'v', sizeBytes: 1 << 20, blockSizeBytes: 4096, createdAtMs: 0 };
+  const volume = TEST_VOLUME;
   const store = {
     getVolume: (name: string) => (name === 'v' ? volume : null),
     listVolumes: () => [volume],
@@ -56,35 +54,13 @@ async function start(t: ExecutionContext): Promise<Harness> {
       return reads.map(({ length }) => new Uint8Array(length).fill(at));
     },
   } as unknown as BlockStore;
-  const api = new BlockApi({
-    region: 'geneva',
+  const port = await serveBlockApi(t, {
     node,
     store,
-    members: [{ region: 'geneva', raftAddress: '127.0.0.1:1', clientAddress: null }],
-    limits: {
-      ioBytesMax: 1 << 20,
-      streamInflightMax: 1024,
-      streamInflightBytesMax: 1 << 26,
-      daemonInflightMax: 4096,
-      daemonInflightBytesMax: 1 << 28,
-      requestTimeoutMs: 10_000,
-    },
-    logger: pino({ level: 'silent' }),
     metrics: new DaemonMetrics({ region: 'geneva', isDefaultMetricsEnabled: false }),
   });
-  const server = new Server();
-  server.addService(blockServerDefinition, api.handlers());
-  const port = await new Promise<number>((resolve, reject) =>
-    server.bindAsync('127.0.0.1:0', ServerCredentials.createInsecure(), (err, bound) =>
-      err ? reject(err) : resolve(bound),
-    ),
-  );
   const client = new BlockClient(`127.0.0.1:${port}`);
-  t.teardown(async () => {
-    client.close();
-    api.stop();
-    await new Promise<void>((resolve) => server.tryShutdown(() => resolve()));
-  });
+  t.teardown(() => client.close());
   return {
     client,
     indexes,
