@@ -4,6 +4,7 @@
 // back in one synchronous burst (each encode overwrites the previous one's scratch bytes) and the
 // client must receive every payload intact.
 import test from 'ava';
+import { stubBlockServer } from './stub-block-server.js';
 import * as grpc from '@grpc/grpc-js';
 import {
   GRPC_CHANNEL_OPTIONS,
@@ -13,7 +14,7 @@ import {
   encode,
   encodeIoResponseBatchTransient,
 } from '../../src/wire/index.js';
-import type { BlockServer, IoRequestBatch, IoResponse, IoResponseBatch } from '../../src/wire/index.js';
+import type { IoRequestBatch, IoResponse, IoResponseBatch } from '../../src/wire/index.js';
 
 function normalized(batch: IoResponseBatch): unknown {
   return batch.responses.map((r) => ({ ...r, data: r.data === undefined ? undefined : Buffer.from(r.data) }));
@@ -64,17 +65,7 @@ test('messages written back to back by a grpc-js server arrive intact (the scrat
   const messageCount = 40;
   const perMessage = 64;
   const server = new grpc.Server(GRPC_SERVER_OPTIONS);
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- one stub serves every unary method
-  const unimplemented: grpc.handleUnaryCall<any, any> = (_call, callback) =>
-    callback({ code: grpc.status.UNIMPLEMENTED });
-  const impl: BlockServer = {
-    createVolume: unimplemented,
-    deleteVolume: unimplemented,
-    listVolumes: unimplemented,
-    growVolume: unimplemented,
-    status: unimplemented,
-    transferLeader: unimplemented,
-    statVolume: unimplemented,
+  const impl = stubBlockServer({
     io: (call) => {
       call.on('data', () => {
         // One synchronous burst: if grpc-js kept the serializer's result instead of copying it,
@@ -91,7 +82,7 @@ test('messages written back to back by a grpc-js server arrive intact (the scrat
       });
       call.on('end', () => call.end());
     },
-  };
+  });
   server.addService(blockService, impl);
   const port = await new Promise<number>((resolve, reject) =>
     server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, p) => (e ? reject(e) : resolve(p))),

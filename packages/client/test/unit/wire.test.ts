@@ -4,6 +4,7 @@
 // responses matched by id, and the input checks refuse malformed IO requests and batches with the
 // documented codes.
 import test from 'ava';
+import { stubBlockServer } from './stub-block-server.js';
 import * as grpc from '@grpc/grpc-js';
 import {
   GRPC_CHANNEL_OPTIONS,
@@ -23,7 +24,6 @@ import {
   toGrpcError,
 } from '../../src/wire/index.js';
 import type {
-  BlockServer,
   IoRequest,
   IoRequestBatch,
   IoResponse,
@@ -119,16 +119,7 @@ test('batch envelope checks: a map with 1 to IO_BATCH_REQUESTS_MAX requests', (t
 
 test('unary error metadata and the Io stream work over real gRPC', async (t) => {
   const server = new grpc.Server(GRPC_SERVER_OPTIONS);
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- one stub serves every method type
-  const unimplemented: grpc.handleUnaryCall<any, any> = (_call, callback) =>
-    callback({ code: grpc.status.UNIMPLEMENTED });
-  const impl: BlockServer = {
-    createVolume: unimplemented,
-    deleteVolume: unimplemented,
-    listVolumes: unimplemented,
-    growVolume: unimplemented,
-    status: unimplemented,
-    transferLeader: unimplemented,
+  const impl = stubBlockServer({
     statVolume: (call, callback) => {
       if (call.request.name === 'missing') {
         callback(toGrpcError({ code: WireCode.VOLUME_NOT_FOUND, message: 'no volume missing' }));
@@ -149,7 +140,7 @@ test('unary error metadata and the Io stream work over real gRPC', async (t) => 
       });
       call.on('end', () => call.end());
     },
-  };
+  });
   server.addService(blockService, impl);
   const port = await new Promise<number>((resolve, reject) =>
     server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, p) => (e ? reject(e) : resolve(p))),
