@@ -98,6 +98,8 @@ export interface DaemonConfig {
   readonly storage: {
     /** Size of each Raft WAL segment file (preallocated with zeros). */
     readonly walSegmentBytes: number;
+    /** Nice value of LevelDB's compaction thread (0 leaves it at the daemon's). */
+    readonly compactionNice: number;
   };
   readonly log: { readonly level: string };
 }
@@ -397,6 +399,13 @@ export const configOptions: readonly ConfigOption[] = [
     64 * MiB,
     'Size of each Raft write-ahead log segment file under `<data_dir>/wal` (written full of zeros ahead of use). Must hold the largest entry (`raft.entry_bytes_max`) plus 128 KiB.',
     { min: 1 * MiB, max: 1 * GiB },
+  ),
+  option(
+    'storage.compaction_nice',
+    'int',
+    19,
+    "Nice value (CPU priority) of LevelDB's background compaction thread on Linux: 1 (slightly lower than the daemon) to 19 (lowest); 0 leaves it at the daemon's. Client IO wins the CPU over compaction.",
+    { min: 0, max: 19 },
   ),
   option('log.level', 'level', 'info', `Log level: ${logLevels.join(', ')}.`),
 ];

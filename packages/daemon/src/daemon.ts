@@ -19,6 +19,8 @@ import { createRootLogger, moduleLogger } from './logging.js';
 import type { Logger } from './logging.js';
 import { DaemonMetrics } from './metrics.js';
 import { BlockStateMachine } from './storage/block-store.js';
+import { CompactionPriorityGovernor } from './storage/compaction-priority.js';
+import type { CompactionPriority } from './storage/compaction-priority.js';
 import { openDatabase } from './storage/database.js';
 import type { Database } from './storage/database.js';
 import { openRaftLog } from './storage/wal-migration.js';
@@ -92,6 +94,7 @@ export class Daemon {
     private readonly logger: Logger,
     private readonly parts: {
       db: Database;
+      governor: CompactionPriorityGovernor | null;
       logStore: WalLogStore;
       blocks: BlockStateMachine;
       transport: GrpcTransport;
@@ -125,12 +128,51 @@ export class Daemon {
     // Storage: LevelDB first: its LOCK file is what keeps two daemons off one data directory
     // (the WAL beside it is only touched once the lock is held).
     let db: Database;
+    // Set by the callback below (typed this way so TypeScript does not narrow it to null).
+    let priority = null as CompactionPriority | null;
+    const storageLog = moduleLogger(root, 'storage');
     try {
-      db = await openDatabase(join(config.dataDir, 'db'));
+      db = await openDatabase(join(config.dataDir, 'db'), {
+        compactionNice: config.storage.compactionNice,
+        onCompactionPriority(result) {
+          priority = result;
+          if (result.status === 'lowered') {
+            storageLog.info(result, `LevelDB compaction thread ${result.threadId} runs at nice ${result.nice}`);
+          } else {
+            storageLog.warn(result, `LevelDB compaction thread priority unchanged: ${result.reason}`);
+          }
+        },
+      });
     } catch (err) {
       return fail(err);
     }
     cleanups.push({ what: 'database', close: () => db.close() });
+    const level0Files = (): number => Number(db.getProperty('leveldb.num-files-at-level0'));
+    // Low priority while compaction keeps up, the daemon's own while level 0 backs up.
+    let governor: CompactionPriorityGovernor | null = null;
+    const lowered = priority;
+    if (lowered?.status === 'lowered') {
+      const started = new CompactionPriorityGovernor({
+        threadId: lowered.threadId,
+        lowNice: lowered.nice,
+        level0Files,
+        onError: (error) => storageLog.warn({ err: error }, 'LevelDB compaction thread priority no longer governed'),
+      });
+      started.start();
+      cleanups.push({ what: 'compaction governor', close: async () => started.stop() });
+      governor = started;
+    }
+    metrics.setStorageSource(() => {
+      try {
+        return {
+          level0Files: level0Files(),
+          compactionNice: governor?.nice ?? null,
+          compactionBoosts: governor?.boosts ?? 0,
+        };
+      } catch {
+        return null; // the database is closed
+      }
+    });
     let blocks: BlockStateMachine;
     let logStore: WalLogStore;
     try {
@@ -302,6 +344,7 @@ export class Daemon {
     log.info({ ports, peers: config.peers.map((p) => p.id) }, 'rdld serving');
     return new Daemon(config, ports, metrics, log, {
       db,
+      governor,
       logStore,
       blocks,
       transport,
@@ -325,7 +368,7 @@ export class Daemon {
   private async doStop(): Promise<void> {
     if (this.isStopped) return;
     this.isStopped = true;
-    const { api, apiServer, node, transport, health, blocks, logStore, db } = this.parts;
+    const { api, apiServer, node, transport, health, blocks, logStore, db, governor } = this.parts;
     const log = this.logger;
     log.info('stopping');
     api.stop();
@@ -337,6 +380,7 @@ export class Daemon {
     // stopped node never issued) then fail instead of holding the block store's close forever.
     await closeQuietly('log store', log, () => logStore.close());
     await closeQuietly('block store', log, () => blocks.close());
+    governor?.stop();
     await closeQuietly('database', log, () => db.close());
     log.info('stopped');
   }

@@ -38,6 +38,16 @@ export interface TransportGaugeSource {
   receivedMessages?: Record<string, number>;
 }
 
+/** A point-in-time view of LevelDB's compaction, read at scrape time. */
+export interface StorageGaugeSource {
+  /** Files in LevelDB's level 0 (LevelDB delays writers from 8 and stops them at 12). */
+  level0Files: number;
+  /** Nice value of LevelDB's compaction thread, or null when it was left alone. */
+  compactionNice: number | null;
+  /** Times the compaction thread was given the process's priority back (monotonic). */
+  compactionBoosts: number;
+}
+
 /**
  * The `collect` hook of a counter fed from monotonic totals read at scrape time: adds what each
  * label value gained since the previous scrape (all of it if the total went back, a new source).
@@ -194,6 +204,7 @@ export class DaemonMetrics {
   readonly peerReconnects: Counter<'peer'>;
   private raftSource: (() => RaftGaugeSource | null) | null = null;
   private transportSource: (() => TransportGaugeSource) | null = null;
+  private storageSource: (() => StorageGaugeSource | null) | null = null;
 
   constructor(options: { region: string; isDefaultMetricsEnabled?: boolean }) {
     const registry = this.registry;
@@ -381,6 +392,41 @@ export class DaemonMetrics {
       help: 'IO payload bytes being served by the block API (bytes in flight).',
       registers: [registry],
     });
+    const storage = (): StorageGaugeSource | null => this.storageSource?.() ?? null;
+    new Gauge({
+      name: 'rdl_leveldb_level0_files',
+      help: "Files in LevelDB's level 0: compaction backlog (LevelDB delays writes from 8 files and stops them at 12).",
+      registers: [registry],
+      collect() {
+        const s = storage();
+        if (s) this.set(s.level0Files);
+      },
+    });
+    new Gauge({
+      name: 'rdl_leveldb_compaction_nice',
+      help: "Nice value of LevelDB's compaction thread (storage.compaction_nice while it keeps up; the daemon's own while level 0 backs up).",
+      registers: [registry],
+      collect() {
+        const s = storage();
+        if (s && s.compactionNice !== null) this.set(s.compactionNice);
+      },
+    });
+    let lastBoosts = 0;
+    new Counter({
+      name: 'rdl_leveldb_compaction_boosts_total',
+      help: "Times LevelDB's compaction thread got the daemon's priority back because level 0 backed up.",
+      registers: [registry],
+      collect() {
+        const s = storage();
+        if (s && s.compactionBoosts > lastBoosts) this.inc(s.compactionBoosts - lastBoosts);
+        if (s) lastBoosts = s.compactionBoosts;
+      },
+    });
+  }
+
+  /** Sets the function read at scrape time for the LevelDB compaction gauges. */
+  setStorageSource(source: () => StorageGaugeSource | null): void {
+    this.storageSource = source;
   }
 
   /** Sets the function read at scrape time for the Raft gauges (null while the node is not running). */

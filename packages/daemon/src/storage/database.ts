@@ -6,6 +6,7 @@
 import { constants as fsConstants } from 'node:fs';
 import { access, mkdir } from 'node:fs/promises';
 import { ClassicLevel } from 'classic-level';
+import { type CompactionPriority, lowerCompactionPriority, threadIds } from './compaction-priority.js';
 import { StorageErrorCode, storageError } from './errors.js';
 
 /** The database handle shared by the storage modules: binary keys and values (Node Buffers). */
@@ -17,6 +18,13 @@ export interface DatabaseOptions {
   cacheSizeBytes?: number;
   /** Memtable size before a flush to an SST file (default 16 MiB: fewer flushes under write load). */
   writeBufferSizeBytes?: number;
+  /**
+   * Nice value (1..19) for LevelDB's compaction thread, or 0 to leave it at the process's
+   * (default 0 here; rdld sets `storage.compaction_nice`). See compaction-priority.ts.
+   */
+  compactionNice?: number;
+  /** Told what became of `compactionNice` (the daemon logs it). */
+  onCompactionPriority?: (result: CompactionPriority) => void;
 }
 
 /**
@@ -35,6 +43,9 @@ export async function openDatabase(directory: string, options: DatabaseOptions =
       error,
     );
   }
+  // Taken after the awaited file operations above started libuv's thread pool, so that the only
+  // thread the open can add is LevelDB's own.
+  const threadsBefore = (options.compactionNice ?? 0) > 0 ? threadIds() : null;
   const db = new ClassicLevel<Buffer, Buffer>(directory, {
     keyEncoding: 'buffer',
     valueEncoding: 'buffer',
@@ -57,6 +68,16 @@ export async function openDatabase(directory: string, options: DatabaseOptions =
       `cannot open the database in ${directory}: ${(error as Error).message}`,
       error,
     );
+  }
+  if ((options.compactionNice ?? 0) > 0) {
+    let result: CompactionPriority;
+    try {
+      result = await lowerCompactionPriority(db, threadsBefore, options.compactionNice!);
+    } catch (error) {
+      await db.close();
+      throw wrapLevelError(error, 'starting the compaction thread');
+    }
+    options.onCompactionPriority?.(result);
   }
   return db;
 }

@@ -2,7 +2,7 @@
 // and serve the block API end to end: create a volume (idempotently), write over the Io stream,
 // read back linearizably from the leader (partial blocks, thin zeros), followers answering NOT_LEADER
 // with the leader's region and client address, Status with per-member lag, list/stat/grow/delete,
-// a leadership transfer, and /metrics counting IO per volume.
+// a leadership transfer, and /metrics counting IO per volume (and LevelDB's compaction gauges).
 import test from 'ava';
 import { startCluster } from '../helpers/cluster.js';
 import type { Cluster } from '../helpers/cluster.js';
@@ -132,6 +132,9 @@ test.serial('create, write, read back; followers redirect; status, metrics, tran
   const metrics = await (await fetch(`http://127.0.0.1:${leaderMember.metricsPort}/metrics`)).text();
   t.regex(metrics, /rdl_io_bytes_total\{volume="demo",op="write",region="[a-z]+"\} 10000/);
   t.regex(metrics, /rdl_raft_fsync_seconds_count\{region="[a-z]+"\} [1-9]/);
+  // LevelDB's compaction thread was found and runs at storage.compaction_nice (default 19).
+  t.regex(metrics, /rdl_leveldb_compaction_nice\{region="[a-z]+"\} 19\n/);
+  t.regex(metrics, /rdl_leveldb_level0_files\{region="[a-z]+"\} \d+\n/);
   t.is((await fetch(`http://127.0.0.1:${leaderMember.metricsPort}/readyz`)).status, 200);
 
   // Leadership transfer to a follower.
