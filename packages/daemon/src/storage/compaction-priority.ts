@@ -22,8 +22,14 @@
  * database). Exactly one new thread is expected; anything else (another platform, no procfs, the
  * thread already running because this process opened a database before) changes nothing and is
  * reported. On Linux, setpriority(2) with a thread id changes that thread alone.
+ *
+ * Raising a priority back (a lower nice value) is a privilege: an unprivileged process may do it
+ * only down to `20 - RLIMIT_NICE` (RLIMIT_NICE is 0 by default: never), or with CAP_SYS_NICE. A
+ * thread lowered for good would leave LevelDB's write stops to throttle compaction, so the thread
+ * is only lowered when the governor will be able to raise it back: the systemd unit sets
+ * `LimitNICE=+0` for that.
  */
-import { readdirSync } from 'node:fs';
+import { readFileSync, readdirSync } from 'node:fs';
 import { getPriority, setPriority } from 'node:os';
 import type { Database } from './database.js';
 
@@ -44,6 +50,31 @@ export function threadIds(): Set<number> | null {
   }
 }
 
+/** Bit of CAP_SYS_NICE in the capability sets of /proc/<pid>/status. */
+const CAP_SYS_NICE = 23n;
+
+/**
+ * Whether this process may set one of its threads back to nice value `target` after raising it:
+ * with CAP_SYS_NICE in `status`'s `CapEff`, or with a soft RLIMIT_NICE (`limits`' "Max nice
+ * priority") of at least `20 - target`. `status` and `limits` are the texts of /proc/self/status
+ * and /proc/self/limits; unreadable or unparsable ones mean no.
+ */
+export function canRaiseBackTo(target: number, status: string | null, limits: string | null): boolean {
+  const capabilities = status?.match(/^CapEff:\s*([0-9a-f]+)$/m)?.[1];
+  if (capabilities !== undefined && ((BigInt(`0x${capabilities}`) >> CAP_SYS_NICE) & 1n) === 1n) return true;
+  const soft = limits?.match(/^Max nice priority\s+(\d+|unlimited)\s/m)?.[1];
+  if (soft === undefined) return false;
+  return soft === 'unlimited' || Number(soft) >= 20 - target;
+}
+
+function readOrNull(path: string): string | null {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch {
+    return null;
+  }
+}
+
 /**
  * Gives LevelDB's background thread nice value `nice` (1..19). `before` is `threadIds()` taken
  * before `db` was opened, once libuv's thread pool was running (any awaited file operation starts
@@ -59,6 +90,18 @@ export async function lowerCompactionPriority(
   }
   if (before === null || process.platform !== 'linux') {
     return { status: 'unchanged', reason: 'threads cannot be listed here (Linux /proc/self/task)' };
+  }
+  const processNice = getPriority();
+  if (nice <= processNice) {
+    return { status: 'unchanged', reason: `the daemon itself already runs at nice ${processNice}` };
+  }
+  if (!canRaiseBackTo(processNice, readOrNull('/proc/self/status'), readOrNull('/proc/self/limits'))) {
+    return {
+      status: 'unchanged',
+      reason:
+        `the thread could not be given nice ${processNice} back when compaction falls behind: ` +
+        `that needs RLIMIT_NICE >= ${20 - processNice} (systemd: LimitNICE=+${processNice}) or CAP_SYS_NICE`,
+    };
   }
   // No key sorts below [0x00] .. [0x00, 0x00]: the range is empty, so this only makes LevelDB
   // switch to a fresh (empty) memtable and schedule its flush, which starts the thread.

@@ -4,11 +4,13 @@
 // The governor (unit cases) raises the thread back to the process priority while level 0 backs up
 // and lowers it again once drained. Linux only (procfs, per-thread setpriority) for the cases that
 // run in a fresh child process.
-import { execFile } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import test from 'ava';
-import { CompactionPriorityGovernor } from '../../src/storage/compaction-priority.js';
+import { CompactionPriorityGovernor, canRaiseBackTo } from '../../src/storage/compaction-priority.js';
 
 const child = fileURLToPath(new URL('../fixtures/compaction-priority-child.js', import.meta.url));
 
@@ -16,6 +18,8 @@ interface Report {
   results: ({ status: 'lowered'; threadId: number; nice: number } | { status: 'unchanged'; reason: string })[];
   mainThreadId: number;
   threads: { id: number; nice: number; cpuTicks: number }[];
+  /** Whether the lowered thread could be set back to nice 0 afterwards (and was). */
+  raisedBack: boolean | null;
 }
 
 async function run(nice: number): Promise<Report> {
@@ -123,4 +127,73 @@ test('the governor stops at the first failure and says so', (t) => {
       instanceOf: RangeError,
     },
   );
+});
+
+test('the thread is lowered only if it can be raised back: CAP_SYS_NICE or RLIMIT_NICE', (t) => {
+  const limits = (soft: string): string =>
+    `Limit                     Soft Limit           Hard Limit           Units     \nMax nice priority         ${soft}                    ${soft}                    \n`;
+  const status = (capEff: string): string => `Name:\tnode\nCapInh:\t0000000000000000\nCapEff:\t${capEff}\n`;
+  const noCaps = status('0000000000000000');
+  t.false(canRaiseBackTo(0, noCaps, limits('0')), 'default limit: an unprivileged thread never goes back');
+  t.true(canRaiseBackTo(0, noCaps, limits('20')), 'LimitNICE=+0');
+  t.false(canRaiseBackTo(0, noCaps, limits('19')));
+  t.true(canRaiseBackTo(5, noCaps, limits('15')), 'a daemon at nice 5 needs 15');
+  t.true(canRaiseBackTo(0, noCaps, limits('unlimited')));
+  t.true(canRaiseBackTo(0, status('0000000000800000'), limits('0')), 'CAP_SYS_NICE (bit 23)');
+  t.false(canRaiseBackTo(0, status('0000000001000000'), limits('0')), 'bit 24 is CAP_SYS_RESOURCE');
+  t.false(canRaiseBackTo(0, null, null), 'unreadable: no');
+});
+
+// The daemon as systemd runs it: an unprivileged user, with and without the unit's LimitNICE=+0.
+const canDropPrivileges =
+  process.platform === 'linux' &&
+  process.getuid?.() === 0 &&
+  ['/usr/bin/setpriv', '/usr/bin/prlimit'].every((path) => existsSync(path));
+const asUnprivileged = canDropPrivileges ? test : test.skip;
+
+async function runUnprivileged(niceLimit: number): Promise<Report> {
+  const { stdout } = await promisify(execFile)(
+    '/usr/bin/prlimit',
+    [
+      `--nice=${niceLimit}:${niceLimit}`,
+      '/usr/bin/setpriv',
+      '--reuid=65534',
+      '--regid=65534',
+      '--clear-groups',
+      '--inh-caps=-all',
+      process.execPath,
+      child,
+      '19',
+    ],
+    { timeout: 60_000, env: { ...process.env, TMPDIR: tmpdir() } },
+  );
+  return JSON.parse(stdout) as Report;
+}
+
+asUnprivileged('an unprivileged daemon without LimitNICE=+0 leaves the thread alone', async (t) => {
+  const report = await runUnprivileged(0);
+  t.is(report.results[0].status, 'unchanged');
+  t.regex((report.results[0] as { reason: string }).reason, /RLIMIT_NICE >= 20 \(systemd: LimitNICE=\+0\)/);
+  for (const thread of report.threads) t.is(thread.nice, 0, 'nothing lowered that could not go back');
+});
+
+// Raising RLIMIT_NICE's hard limit takes CAP_SYS_RESOURCE, which some machines' root lacks.
+const canRaiseNiceLimit =
+  canDropPrivileges &&
+  (() => {
+    try {
+      execFileSync('/usr/bin/prlimit', ['--nice=20:20', '/bin/true'], { stdio: 'ignore' });
+      return true;
+    } catch {
+      return false;
+    }
+  })();
+
+(canRaiseNiceLimit ? test : test.skip)('with LimitNICE=+0 it lowers the thread and can raise it back', async (t) => {
+  const report = await runUnprivileged(20);
+  const [first] = report.results;
+  if (first.status !== 'lowered') return t.fail(`not lowered: ${first.reason}`);
+  t.is(report.threads.find((thread) => thread.id === first.threadId)?.nice, 19);
+  // What the governor does when level 0 backs up, done by hand as the same user.
+  t.is(report.raisedBack, true);
 });
