@@ -105,7 +105,10 @@ export function formatTable(rows: readonly Row[], outcomes: Outcomes): string {
 /**
  * Where the time of each rdl workload went on the leader, from its own histograms over the measured
  * window: IO request latency, propose-to-commit, the synced log appends (how many, how long, and
- * how many client operations each one carried: the group-commit factor) and the applies.
+ * how many client operations each one carried: the group-commit factor) and the applies; and, over
+ * all daemons, LevelDB's compaction backlog: the most level-0 files at the window's end and the
+ * times a compaction thread got its priority back during it (LevelDB delays writes from 8 level-0
+ * files and stops them at 12).
  */
 export function formatStagesTable(rows: readonly Row[], outcomes: Outcomes): string | null {
   const header = [
@@ -116,6 +119,7 @@ export function formatStagesTable(rows: readonly Row[], outcomes: Outcomes): str
     'fsync mean ms',
     'ops per fsync',
     'apply p50 ms',
+    'L0 files (boosts)',
     'leader (changes)',
   ];
   const lines = [`| ${header.join(' | ')} |`, `|${header.map(() => '---').join('|')}|`];
@@ -136,6 +140,7 @@ export function formatStagesTable(rows: readonly Row[], outcomes: Outcomes): str
         ms(fsync?.meanMs),
         fsync === undefined || fsync.count === 0 ? '—' : (summary.ops / fsync.count).toFixed(1),
         ms(stages.apply?.p50Ms),
+        `${breakdown.level0FilesMax} (${breakdown.compactionBoosts})`,
         `${breakdown.leader ?? 'none'} (${breakdown.leaderChanges})`,
       ].join(' | ')} |`,
     );

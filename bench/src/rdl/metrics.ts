@@ -129,12 +129,17 @@ export function parseScalar(text: string, name: string): number {
   return total;
 }
 
-/** One daemon's scrape: its stage histograms, whether it leads, and the leader changes it saw. */
+/**
+ * One daemon's scrape: its stage histograms, whether it leads, the leader changes it saw, and its
+ * LevelDB compaction state (level-0 files; times the compaction thread got its priority back).
+ */
 export interface DaemonSnapshot {
   readonly region: string;
   readonly histograms: MetricsSnapshot;
   readonly isLeader: boolean;
   readonly leaderChanges: number;
+  readonly level0Files: number;
+  readonly compactionBoosts: number;
 }
 
 /** Parses one daemon's `/metrics` text. */
@@ -144,6 +149,8 @@ export function parseDaemonSnapshot(region: string, text: string): DaemonSnapsho
     histograms: parseHistograms(text, Object.values(stageMetrics)),
     isLeader: parseScalar(text, 'rdl_raft_is_leader') > 0,
     leaderChanges: parseScalar(text, 'rdl_raft_leader_changes_total'),
+    level0Files: parseScalar(text, 'rdl_leveldb_level0_files'),
+    compactionBoosts: parseScalar(text, 'rdl_leveldb_compaction_boosts_total'),
   };
 }
 
@@ -153,6 +160,12 @@ export interface StageBreakdown {
   readonly leader: string | null;
   /** Most leader changes any daemon observed during the window. */
   readonly leaderChanges: number;
+  /**
+   * LevelDB's compaction backlog, over all daemons: the most level-0 files any of them held at the
+   * end of the window, and how often their compaction threads got their priority back during it.
+   */
+  readonly level0FilesMax: number;
+  readonly compactionBoosts: number;
   readonly stages: Record<string, StageFigure>;
 }
 
@@ -164,16 +177,23 @@ export interface StageBreakdown {
 export function breakdownBetween(before: readonly DaemonSnapshot[], after: readonly DaemonSnapshot[]): StageBreakdown {
   const leader = after.find((d) => d.isLeader) ?? before.find((d) => d.isLeader) ?? null;
   let leaderChanges = 0;
+  let level0FilesMax = 0;
+  let compactionBoosts = 0;
   for (const end of after) {
+    level0FilesMax = Math.max(level0FilesMax, end.level0Files);
     const start = before.find((d) => d.region === end.region);
-    if (start !== undefined) leaderChanges = Math.max(leaderChanges, end.leaderChanges - start.leaderChanges);
+    if (start === undefined) continue;
+    leaderChanges = Math.max(leaderChanges, end.leaderChanges - start.leaderChanges);
+    compactionBoosts += Math.max(0, end.compactionBoosts - start.compactionBoosts);
   }
-  if (leader === null) return { leader: null, leaderChanges, stages: {} };
+  const compaction = { level0FilesMax, compactionBoosts };
+  if (leader === null) return { leader: null, leaderChanges, ...compaction, stages: {} };
   const start = before.find((d) => d.region === leader.region);
   const end = after.find((d) => d.region === leader.region);
   return {
     leader: leader.region,
     leaderChanges,
+    ...compaction,
     // A daemon that did not answer one of the two scrapes has no window to report.
     stages: start === undefined || end === undefined ? {} : stagesBetween(start.histograms, end.histograms),
   };

@@ -88,6 +88,8 @@ test('the stage table shows operations per fsync (the group-commit factor)', (t)
   const stages = {
     leader: 'geneva',
     leaderChanges: 0,
+    level0FilesMax: 5,
+    compactionBoosts: 2,
     stages: {
       io: { count: 5000, meanMs: 9, p50Ms: 8, p99Ms: 20 },
       fsync: { count: 500, meanMs: 1.5, p50Ms: 1.4, p99Ms: 3 },
@@ -105,25 +107,46 @@ test('the stage table shows operations per fsync (the group-commit factor)', (t)
   };
   const outcomes = new Map<string, Outcome>([['sdk-write-4k-qd64', { status: 'ok', summary: summarise([figure]) }]]);
   const table = formatStagesTable(rows, outcomes)!;
-  t.regex(table, /\| sdk-write-4k-qd64 \| 8\.00 \/ 20\.00 \| — \/ — \| 100 \| 1\.50 \| 10\.0 \| — \| geneva \(0\) \|/);
+  t.regex(
+    table,
+    /\| sdk-write-4k-qd64 \| 8\.00 \/ 20\.00 \| — \/ — \| 100 \| 1\.50 \| 10\.0 \| — \| 5 \(2\) \| geneva \(0\) \|/,
+  );
   t.is(formatStagesTable(rows, new Map()), null);
 });
 
 test('the breakdown reads the daemon leading at the end of the window and counts leader changes', (t) => {
-  const daemon = (region: string, isLeader: boolean, changes: number, fsync: [number, number, number]) =>
+  const daemon = (
+    region: string,
+    isLeader: boolean,
+    changes: number,
+    fsync: [number, number, number],
+    level0 = 0,
+    boosts = 0,
+  ) =>
     parseDaemonSnapshot(
       region,
       `${exposition(fsync, 0)}\nrdl_raft_is_leader{region="${region}"} ${isLeader ? 1 : 0}\n` +
-        `rdl_raft_leader_changes_total{region="${region}"} ${changes}\n`,
+        `rdl_raft_leader_changes_total{region="${region}"} ${changes}\n` +
+        `rdl_leveldb_level0_files{region="${region}"} ${level0}\n` +
+        `rdl_leveldb_compaction_boosts_total{region="${region}"} ${boosts}\n`,
     );
-  const before = [daemon('geneva', true, 1, [0, 0, 0]), daemon('gland', false, 1, [0, 0, 0])];
+  const before = [daemon('geneva', true, 1, [0, 0, 0], 3, 4), daemon('gland', false, 1, [0, 0, 0], 9, 1)];
   // Leadership moved to gland during the window: its histograms are the ones that count.
-  const after = [daemon('geneva', false, 2, [5, 5, 5]), daemon('gland', true, 2, [10, 30, 40])];
+  const after = [daemon('geneva', false, 2, [5, 5, 5], 6, 7), daemon('gland', true, 2, [10, 30, 40], 2, 2)];
   const breakdown = breakdownBetween(before, after);
   t.is(breakdown.leader, 'gland');
   t.is(breakdown.leaderChanges, 1);
   t.is(breakdown.stages.fsync.count, 40);
-  t.deepEqual(breakdownBetween([], []), { leader: null, leaderChanges: 0, stages: {} });
+  // Compaction: the most level-0 files at the end (not at the start), boosts gained by all daemons.
+  t.is(breakdown.level0FilesMax, 6);
+  t.is(breakdown.compactionBoosts, 3 + 1);
+  t.deepEqual(breakdownBetween([], []), {
+    leader: null,
+    leaderChanges: 0,
+    level0FilesMax: 0,
+    compactionBoosts: 0,
+    stages: {},
+  });
   // The leader did not answer the second scrape: no window to report, and no crash.
   t.deepEqual(breakdownBetween(before, []).stages, {});
   t.is(breakdownBetween(before, []).leader, 'geneva');
