@@ -100,6 +100,8 @@ export interface DaemonConfig {
     readonly walSegmentBytes: number;
     /** Nice value of LevelDB's compaction thread (0 leaves it at the daemon's). */
     readonly compactionNice: number;
+    /** LevelDB memtable size: block writes buffered in memory before a flush to a level-0 file. */
+    readonly leveldbWriteBufferBytes: number;
   };
   readonly log: { readonly level: string };
 }
@@ -406,6 +408,13 @@ export const configOptions: readonly ConfigOption[] = [
     19,
     "Nice value (CPU priority) of LevelDB's background compaction thread on Linux: 1 (slightly lower than the daemon) to 19 (lowest); 0 leaves it at the daemon's. Client IO wins the CPU over compaction.",
     { min: 0, max: 19 },
+  ),
+  option(
+    'storage.leveldb_write_buffer_bytes',
+    'bytes',
+    64 * MiB,
+    "Size of LevelDB's memtable: applied block writes held in memory (and in LevelDB's own log) before they are flushed to a level-0 file. Larger means fewer flushes and less compaction per written block; LevelDB holds up to two (one being flushed), and replays the log into one at start-up.",
+    { min: 4 * MiB, max: 1 * GiB },
   ),
   option('log.level', 'level', 'info', `Log level: ${logLevels.join(', ')}.`),
 ];

@@ -134,6 +134,7 @@ export class Daemon {
     try {
       db = await openDatabase(join(config.dataDir, 'db'), {
         compactionNice: config.storage.compactionNice,
+        writeBufferSizeBytes: config.storage.leveldbWriteBufferBytes,
         onCompactionPriority(result) {
           priority = result;
           if (result.status === 'lowered') {

@@ -16,7 +16,10 @@ export type Database = ClassicLevel<Buffer, Buffer>;
 export interface DatabaseOptions {
   /** LevelDB block cache (default 64 MiB). */
   cacheSizeBytes?: number;
-  /** Memtable size before a flush to an SST file (default 16 MiB: fewer flushes under write load). */
+  /**
+   * Memtable size before a flush to a level-0 file (default 16 MiB here; rdld sets
+   * `storage.leveldb_write_buffer_bytes`, 64 MiB).
+   */
   writeBufferSizeBytes?: number;
   /**
    * Nice value (1..19) for LevelDB's compaction thread, or 0 to leave it at the process's
