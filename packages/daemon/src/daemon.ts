@@ -169,6 +169,7 @@ export class Daemon {
           level0Files: level0Files(),
           compactionNice: governor?.nice ?? null,
           compactionBoosts: governor?.boosts ?? 0,
+          memoryBytes: Number(db.getProperty('leveldb.approximate-memory-usage')),
         };
       } catch {
         return null; // the database is closed

@@ -46,6 +46,11 @@ export interface StorageGaugeSource {
   compactionNice: number | null;
   /** Times the compaction thread was given the process's priority back (monotonic). */
   compactionBoosts: number;
+  /**
+   * LevelDB's own estimate of its memory (`leveldb.approximate-memory-usage`): its memtables (up
+   * to two of `storage.leveldb_write_buffer_bytes`) and the block cache in use.
+   */
+  memoryBytes: number;
 }
 
 /**
@@ -400,6 +405,15 @@ export class DaemonMetrics {
       collect() {
         const s = storage();
         if (s) this.set(s.level0Files);
+      },
+    });
+    new Gauge({
+      name: 'rdl_leveldb_memory_bytes',
+      help: "LevelDB's estimate of its memory use: memtables (up to two of storage.leveldb_write_buffer_bytes) and block cache.",
+      registers: [registry],
+      collect() {
+        const s = storage();
+        if (s) this.set(s.memoryBytes);
       },
     });
     new Gauge({

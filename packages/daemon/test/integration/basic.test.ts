@@ -135,6 +135,7 @@ test.serial('create, write, read back; followers redirect; status, metrics, tran
   // LevelDB's compaction thread was found and runs at storage.compaction_nice (default 19).
   t.regex(metrics, /rdl_leveldb_compaction_nice\{region="[a-z]+"\} 19\n/);
   t.regex(metrics, /rdl_leveldb_level0_files\{region="[a-z]+"\} \d+\n/);
+  t.regex(metrics, /rdl_leveldb_memory_bytes\{region="[a-z]+"\} [1-9]\d*\n/);
   t.is((await fetch(`http://127.0.0.1:${leaderMember.metricsPort}/readyz`)).status, 200);
 
   // Leadership transfer to a follower.
