@@ -25,7 +25,7 @@ test('storage.leveldb_write_buffer_bytes: default, environment and bounds', (t) 
   }
 });
 
-/** Level-0 plus level-1 table files after writing `bytes` of 4 KiB values in 256 KiB batches. */
+/** Table files in levels 0-2 after writing `bytes` of 4 KiB values in 256 KiB batches. */
 async function tableFilesAfterWriting(writeBufferSizeBytes: number, bytes: number): Promise<number> {
   const directory = await mkdtemp(join(tmpdir(), 'rdl-write-buffer-'));
   const db = await openDatabase(directory, { writeBufferSizeBytes });
