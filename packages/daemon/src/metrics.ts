@@ -398,33 +398,34 @@ export class DaemonMetrics {
       registers: [registry],
     });
     const storage = (): StorageGaugeSource | null => this.storageSource?.() ?? null;
-    new Gauge({
-      name: 'rdl_leveldb_level0_files',
-      help: "Files in LevelDB's level 0: compaction backlog (LevelDB delays writes from 8 files and stops them at 12).",
-      registers: [registry],
-      collect() {
-        const s = storage();
-        if (s) this.set(s.level0Files);
-      },
-    });
-    new Gauge({
-      name: 'rdl_leveldb_memory_bytes',
-      help: "LevelDB's estimate of its memory use: memtables (up to two of storage.leveldb_write_buffer_bytes) and block cache.",
-      registers: [registry],
-      collect() {
-        const s = storage();
-        if (s) this.set(s.memoryBytes);
-      },
-    });
-    new Gauge({
-      name: 'rdl_leveldb_compaction_nice',
-      help: "Nice value of LevelDB's compaction thread (storage.compaction_nice while it keeps up; the daemon's own while level 0 backs up).",
-      registers: [registry],
-      collect() {
-        const s = storage();
-        if (s && s.compactionNice !== null) this.set(s.compactionNice);
-      },
-    });
+    // A gauge read from the storage source at scrape time; absent while the value is null.
+    const storageGauge = (name: string, help: string, read: (s: StorageGaugeSource) => number | null): void => {
+      new Gauge({
+        name,
+        help,
+        registers: [registry],
+        collect() {
+          const s = storage();
+          const value = s === null ? null : read(s);
+          if (value !== null) this.set(value);
+        },
+      });
+    };
+    storageGauge(
+      'rdl_leveldb_level0_files',
+      "Files in LevelDB's level 0: compaction backlog (LevelDB delays writes from 8 files and stops them at 12).",
+      (s) => s.level0Files,
+    );
+    storageGauge(
+      'rdl_leveldb_memory_bytes',
+      "LevelDB's estimate of its memory use: memtables (up to two of storage.leveldb_write_buffer_bytes) and block cache.",
+      (s) => s.memoryBytes,
+    );
+    storageGauge(
+      'rdl_leveldb_compaction_nice',
+      "Nice value of LevelDB's compaction thread (storage.compaction_nice while it keeps up; the daemon's own while level 0 backs up).",
+      (s) => s.compactionNice,
+    );
     let lastBoosts = 0;
     new Counter({
       name: 'rdl_leveldb_compaction_boosts_total',
