@@ -17,8 +17,8 @@ export interface DatabaseOptions {
   /** LevelDB block cache (default 64 MiB). */
   cacheSizeBytes?: number;
   /**
-   * Memtable size before a flush to a level-0 file (default 16 MiB here; rdld sets
-   * `storage.leveldb_write_buffer_bytes`, 64 MiB).
+   * Memtable size before a flush to a level-0 file. The default here, 16 MiB, keeps the many
+   * databases the tests open small; rdld passes `storage.leveldb_write_buffer_bytes` (64 MiB).
    */
   writeBufferSizeBytes?: number;
   /**
