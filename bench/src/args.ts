@@ -35,6 +35,8 @@ export interface BenchOptions {
   readonly jsonPath: string | null;
   /** Selectors from `--only` (workload names or groups), or null for everything. */
   readonly only: readonly string[] | null;
+  /** False with `--no-peers`: the selected rdl workloads run without their etcd/nbdkit rows (A/B runs). */
+  readonly isPeers: boolean;
   /** Emulated region round trips, or null for plain loopback. */
   readonly rtt: readonly RttPair[] | null;
   /** Size of the volume (and of the nbdkit file) the workloads address. */
@@ -177,6 +179,7 @@ export function buildProgram(): Command {
     .option('--runs <n>', `number of runs; the median is reported (default ${defaults.runs})`, positiveInteger)
     .option('--json <file>', 'write all figures to this JSON file')
     .option('--only <workloads>', 'comma-separated workload names or groups (sdk, nbd, etcd, nbdkit, rdl, peers)')
+    .option('--no-peers', 'run only the rdl side of the selected workloads (for A/B runs of rdl itself)')
     .option('--rtt <pairs>', 'emulated round trips, e.g. geneva-gland=0.35ms,geneva-lucerne=2.5ms,gland-lucerne=2.4ms')
     .option(
       '--volume-mib <n>',
@@ -213,6 +216,7 @@ export function parseArgs(argv: readonly string[]): BenchOptions {
     runs?: number;
     json?: string;
     only?: string;
+    peers: boolean;
     rtt?: string;
     volumeMib?: number;
     keepData: boolean;
@@ -237,6 +241,7 @@ export function parseArgs(argv: readonly string[]): BenchOptions {
     runs: raw.runs ?? (isQuick ? defaults.quickRuns : defaults.runs),
     jsonPath: raw.json ?? null,
     only: only === null ? null : Object.freeze(only),
+    isPeers: raw.peers,
     rtt: raw.rtt === undefined ? null : Object.freeze(parseRtt(raw.rtt)),
     volumeBytes: volumeMib * 1024 * 1024,
     isKeepData: raw.keepData,

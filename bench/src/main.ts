@@ -179,7 +179,13 @@ async function main(): Promise<number> {
     process.stderr.write(`bench: ${describeError(err)}\n`);
     return 2;
   }
-  const selected = selectWorkloads(options.only);
+  const selected = selectWorkloads(options.only, options.isPeers);
+  if (selected.size === 0) {
+    process.stderr.write(
+      'bench: BENCH_ARGS_INVALID: --no-peers left no workload to run (--only selected peers only)\n',
+    );
+    return 2;
+  }
   const runners: SystemRunner[] = [etcdRunner, nbdkitRunner, rdlRunner];
   const figures = new Map<string, Figure[]>();
   const notes = new Map<string, Outcome>();

@@ -103,17 +103,24 @@ export function workloadNames(): string[] {
 /** Group selectors `--only` accepts besides workload names. */
 export const groups = ['sdk', 'nbd', 'rdl', 'peers', 'etcd', 'nbdkit'] as const;
 
+/** `selected` without the peers' workloads (`--no-peers`). */
+function withoutPeers(selected: Set<string>): Set<string> {
+  for (const row of rows) if (row.peer !== null) selected.delete(row.peer.name);
+  return selected;
+}
+
 /**
  * Resolves `--only` selectors to the set of workload names to run. An rdl workload name or the
  * groups `sdk` and `nbd` select whole rows (rdl and its peer, to keep the comparison); `rdl`
  * selects only rdl's side; `peers`, `etcd`, `nbdkit` or a peer workload's name select only peers.
- * Null selects everything. Unknown selectors are a BENCH_ARGS_INVALID error.
+ * Null selects everything. With `isPeers` false (`--no-peers`) the peers' workloads are dropped
+ * afterwards. Unknown selectors are a BENCH_ARGS_INVALID error.
  */
-export function selectWorkloads(only: readonly string[] | null): Set<string> {
+export function selectWorkloads(only: readonly string[] | null, isPeers = true): Set<string> {
   const selected = new Set<string>();
   if (only === null) {
     for (const name of workloadNames()) selected.add(name);
-    return selected;
+    return isPeers ? selected : withoutPeers(selected);
   }
   for (const selector of only) {
     let isKnown = false;
@@ -139,7 +146,7 @@ export function selectWorkloads(only: readonly string[] | null): Set<string> {
       );
     }
   }
-  return selected;
+  return isPeers ? selected : withoutPeers(selected);
 }
 
 /** The selected workloads of one system, in row order. */

@@ -17,6 +17,8 @@ test('defaults: 15 s per workload after a 3 s warm-up, 3 runs, 256 MiB volume', 
   t.is(options.jsonPath, null);
   t.is(options.only, null);
   t.is(options.rtt, null);
+  t.true(options.isPeers);
+  t.false(parseArgs(['--no-peers']).isPeers);
   t.false(options.isQuick);
   t.true(Object.isFrozen(options));
 });
@@ -111,5 +113,12 @@ test('--only: an rdl workload or group keeps its peer; rdl/peer groups select on
     rows.filter((r) => r.peer?.system === 'etcd').map((r) => r.peer!.name),
   );
   t.is(selectWorkloads(null).size, rows.length + rows.filter((r) => r.peer !== null).length);
+  // --no-peers: the rows' rdl side only, and nothing at all for peer-only selectors.
+  t.deepEqual([...selectWorkloads(['sdk-write-4k-qd64', 'nbd-randwrite-4k-qd32'], false)].sort(), [
+    'nbd-randwrite-4k-qd32',
+    'sdk-write-4k-qd64',
+  ]);
+  t.is(selectWorkloads(null, false).size, rows.length);
+  t.is(selectWorkloads(['peers'], false).size, 0);
   t.is(codeOf(t.throws(() => selectWorkloads(['sdk-write-4k-qd3']))), 'BENCH_ARGS_INVALID');
 });
