@@ -3,6 +3,7 @@ import { get } from 'node:http';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+import { RDLD_NODE_FLAGS } from '@rdl/daemon';
 import type { Region, RttPair } from '../args.js';
 import { oneWayDelaysMs, regions } from '../args.js';
 import { freePorts, startProcess, stopProcess, waitUntil } from '../processes.js';
@@ -109,6 +110,8 @@ export async function startRdlCluster(
         `rdld-${region}`,
         process.execPath,
         [
+          // rdld's own flags first, so that RDL_BENCH_NODE_ARGS can override them in an A/B run.
+          ...RDLD_NODE_FLAGS,
           ...(process.env.RDL_BENCH_NODE_ARGS ?? '').split(' ').filter((s) => s !== ''),
           rdldMainPath,
           ...rdldArgs(region, dataDir, ports, rtt),

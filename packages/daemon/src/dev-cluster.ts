@@ -18,11 +18,14 @@ import type { WriteStream } from 'node:fs';
 import { resolve as resolvePath, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command } from 'commander';
+import { RDLD_NODE_FLAGS } from './node-flags.js';
 
 /** One supervised process of the dev cluster. */
 export interface DevProcess {
   /** Name shown in messages (a region, or `agent`). */
   readonly name: string;
+  /** Node flags before the script (rdld's RDLD_NODE_FLAGS), if any. */
+  readonly nodeFlags?: readonly string[];
   /** Node script and its arguments. */
   readonly script: string;
   readonly args: readonly string[];
@@ -97,7 +100,7 @@ export class Supervisor {
     const entry = this.children.get(definition.name)!;
     entry.timer = null;
     if (this.isStopping) return;
-    const child = spawn(process.execPath, [definition.script, ...definition.args], {
+    const child = spawn(process.execPath, [...(definition.nodeFlags ?? []), definition.script, ...definition.args], {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     entry.child = child;
@@ -195,6 +198,7 @@ async function main(argv: readonly string[]): Promise<void> {
   for (const region of regions) {
     supervisor.add({
       name: region.region,
+      nodeFlags: RDLD_NODE_FLAGS,
       script: rdldScript,
       args: rdldArgs(region, regions),
       logPath: resolvePath(logDir, `${region.region}.log`),

@@ -11,6 +11,7 @@ import { Daemon, startupCode } from './daemon.js';
 import { loadConfig, parseArgs } from './config.js';
 import type { DaemonConfig, FlagValues } from './config.js';
 import { createRootLogger } from './logging.js';
+import { missingNodeFlags } from './node-flags.js';
 import type { Logger } from './logging.js';
 
 /** Exit status for configuration errors. */
@@ -49,7 +50,15 @@ async function main(argv: readonly string[]): Promise<void> {
     return;
   }
   const logger = createRootLogger({ region: config.region, level: config.log.level as 'info' });
-  logger.info({ config }, 'effective configuration');
+  logger.info({ config, nodeFlags: process.execArgv }, 'effective configuration');
+  const missing = missingNodeFlags(process.execArgv);
+  if (missing.length > 0) {
+    // Still correct without them, only slower: say so once rather than refuse to start.
+    logger.warn(
+      { missing },
+      `node runs without ${missing.join(' ')}: expect about four times as many full garbage collections under load; run rdld as "rdld" (its shebang passes them), through the systemd unit, or as "node ${missing.join(' ')} bin/rdld.js" (docs/operations.md)`,
+    );
+  }
 
   let daemon: Daemon;
   try {

@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { StatusResponse } from '@rdl/client/wire';
+import { RDLD_NODE_FLAGS } from '../../src/node-flags.js';
 import { BlockClient } from './block-client.js';
 import { freePorts, waitFor } from './ports.js';
 
@@ -80,7 +81,9 @@ export class Cluster {
     const member = this.member(region);
     if (member.process !== null) throw new Error(`${region} is already running`);
     const log = createWriteStream(member.logPath, { flags: 'a' });
-    const child = spawn(process.execPath, [RDLD_BIN, ...this.argsOf(member)], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [...RDLD_NODE_FLAGS, RDLD_BIN, ...this.argsOf(member)], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     child.stdout.pipe(log, { end: false });
     child.stderr.pipe(log, { end: false });
     member.process = child;

@@ -2,13 +2,15 @@
 // config exits 2 with DAEMON_CONFIG_INVALID listing every problem; a port held by another process
 // exits 1 with DAEMON_PORT_IN_USE; a data directory that cannot be created exits 1 with
 // DAEMON_DATA_DIR_UNWRITABLE; a data directory in use by a running rdld exits 1 with
-// DAEMON_DATA_DIR_LOCKED; and SIGTERM stops a running daemon cleanly with exit 0.
+// DAEMON_DATA_DIR_LOCKED; SIGTERM stops a running daemon cleanly with exit 0; and rdld started as
+// `rdld` runs with RDLD_NODE_FLAGS (its shebang) while one started without them warns.
 import test from 'ava';
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { RDLD_NODE_FLAGS } from '../../src/node-flags.js';
 import { RDLD_BIN } from '../helpers/cluster.js';
 import { freePorts, waitFor } from '../helpers/ports.js';
 
@@ -113,3 +115,34 @@ test.serial(
     t.regex(output, /"msg":"stopped"/);
   },
 );
+
+/** Starts rdld with `command` + `args`, waits until it serves, stops it; returns its log lines. */
+async function logOfServing(command: string, args: string[]): Promise<Array<Record<string, unknown>>> {
+  const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  let output = '';
+  child.stdout.on('data', (d: Buffer) => (output += d.toString()));
+  const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
+  try {
+    await waitFor(() => output.includes('rdld serving'), 'rdld to serve', 20_000, 20);
+  } finally {
+    child.kill('SIGTERM');
+  }
+  await exited;
+  return output
+    .split('\n')
+    .filter((line) => line.startsWith('{'))
+    .map((line) => JSON.parse(line) as Record<string, unknown>);
+}
+
+test.serial("rdld's shebang passes RDLD_NODE_FLAGS; started without them it says what is missing", async (t) => {
+  // Executed directly, as `rdld` and the npm bin link are: the kernel runs the shebang's `env -S node ...`.
+  const direct = await logOfServing(RDLD_BIN, await baseArgs('geneva'));
+  const effective = direct.find((line) => line.msg === 'effective configuration');
+  t.deepEqual(effective?.nodeFlags, [...RDLD_NODE_FLAGS]);
+  t.false(direct.some((line) => String(line.msg).includes('node runs without')));
+
+  const bare = await logOfServing(process.execPath, [RDLD_BIN, ...(await baseArgs('lucerne'))]);
+  const warning = bare.find((line) => String(line.msg).includes('node runs without'));
+  t.truthy(warning, 'a warning names the missing flags');
+  t.deepEqual(warning?.missing, [...RDLD_NODE_FLAGS]);
+});
