@@ -1,6 +1,7 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 
+import { AGENT_NODE_FLAGS } from '@rdl/agent';
 import { BenchError } from '../errors.js';
 import { freePorts, startProcess, stopProcess, waitForPort } from '../processes.js';
 import type { ManagedProcess } from '../processes.js';
@@ -38,8 +39,9 @@ export async function startAgent(
     'rdl-agent',
     process.execPath,
     [
-      // RDL_BENCH_AGENT_NODE_ARGS: extra node flags for the agent (e.g. --cpu-prof), as
-      // RDL_BENCH_NODE_ARGS does for the daemons.
+      // The agent's own flags first; RDL_BENCH_AGENT_NODE_ARGS: extra node flags for the agent
+      // (e.g. --cpu-prof; later flags win), as RDL_BENCH_NODE_ARGS does for the daemons.
+      ...AGENT_NODE_FLAGS,
       ...(process.env.RDL_BENCH_AGENT_NODE_ARGS ?? '').split(' ').filter((s) => s !== ''),
       agentMainPath,
       'nbd',

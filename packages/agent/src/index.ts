@@ -2,6 +2,7 @@
  * `@rdl/agent`: the node agent. Explicit export list; nothing else is public.
  */
 export { AgentError, AgentErrorCode, codeOf } from './errors.js';
+export { AGENT_NODE_FLAGS } from './node-flags.js';
 export type {
   OpenOptions,
   VolumeHandle,

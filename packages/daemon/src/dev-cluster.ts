@@ -26,6 +26,8 @@ export interface DevProcess {
   readonly name: string;
   /** Node flags before the script (rdld's RDLD_NODE_FLAGS), if any. */
   readonly nodeFlags?: readonly string[];
+  /** Execute `script` itself (its shebang names node and its flags) instead of `node script`. */
+  readonly isExecutable?: boolean;
   /** Node script and its arguments. */
   readonly script: string;
   readonly args: readonly string[];
@@ -100,7 +102,10 @@ export class Supervisor {
     const entry = this.children.get(definition.name)!;
     entry.timer = null;
     if (this.isStopping) return;
-    const child = spawn(process.execPath, [...(definition.nodeFlags ?? []), definition.script, ...definition.args], {
+    const [command, argv] = definition.isExecutable
+      ? [definition.script, definition.args]
+      : [process.execPath, [...(definition.nodeFlags ?? []), definition.script, ...definition.args]];
+    const child = spawn(command, argv, {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     entry.child = child;
@@ -206,6 +211,7 @@ async function main(argv: readonly string[]): Promise<void> {
   }
   // The mounting agent joins as one more supervised process. It is spawned by path, not imported:
   // the daemon package does not depend on the agent (the agent depends on the client SDK only).
+  // Its bin is executed, so that its shebang passes the agent's node flags (AGENT_NODE_FLAGS).
   // `--ensure-volume` creates `demo` once a leader answers (idempotent across restarts).
   const endpoints = regions.map((r) => `127.0.0.1:${r.clientPort}`).join(',');
   const nbdPort = Number(
@@ -213,7 +219,8 @@ async function main(argv: readonly string[]): Promise<void> {
   );
   supervisor.add({
     name: 'agent',
-    script: fileURLToPath(new URL('../../../agent/dist/src/main.js', import.meta.url)),
+    script: fileURLToPath(new URL('../../../agent/bin/rdl-agent.js', import.meta.url)),
+    isExecutable: true,
     args: [
       'nbd',
       '--endpoints',

@@ -5,7 +5,8 @@
 // volumes, service accounts and RBAC references resolve; the CSIDriver and StorageClass use the
 // name GetPluginInfo reports; the node plugin is privileged with /dev, /sys and the kubelet
 // directory (Bidirectional propagation); every flag passed to `rdl-agent csi` exists in the CLI;
-// and kustomization.yaml lists every manifest. No cluster is involved (none is available here).
+// kustomization.yaml lists every manifest; and the image starts node with AGENT_NODE_FLAGS, as the
+// agent's shebang does. No cluster is involved (none is available here).
 import { readdirSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
@@ -15,6 +16,7 @@ import { parseAllDocuments } from 'yaml';
 import { registerCsiCommand } from '../../src/csi/command.js';
 import { registerNbdCommand } from '../../src/nbd/command.js';
 import { csiDriverName } from '../../src/csi/identity.js';
+import { AGENT_NODE_FLAGS } from '../../src/node-flags.js';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 type Doc = any;
@@ -248,4 +250,19 @@ test('kustomization.yaml lists every manifest', (t) => {
   const kustomization = parseAllDocuments(readFileSync(join(manifestDir, 'kustomization.yaml'), 'utf8'))[0].toJS();
   t.is(kustomization.kind, 'Kustomization');
   t.deepEqual([...kustomization.resources].sort(), [...manifestFiles].sort());
+});
+
+test("the image's ENTRYPOINT and bin/rdl-agent.js's shebang pass AGENT_NODE_FLAGS", (t) => {
+  const dockerfile = readFileSync(join(manifestDir, 'Dockerfile'), 'utf8');
+  const entrypoint = dockerfile.split('\n').find((line) => line.startsWith('ENTRYPOINT '));
+  t.is(
+    entrypoint,
+    `ENTRYPOINT ${JSON.stringify(['node', ...AGENT_NODE_FLAGS, 'packages/agent/bin/rdl-agent.js'])}`.replace(
+      /","/g,
+      '", "',
+    ),
+  );
+  const shim = readFileSync(fileURLToPath(new URL('../../../bin/rdl-agent.js', import.meta.url)), 'utf8');
+  t.is(shim.split('\n')[0], `#!/usr/bin/env -S node ${AGENT_NODE_FLAGS.join(' ')}`);
+  t.true(AGENT_NODE_FLAGS.length > 0);
 });
