@@ -1,7 +1,7 @@
 /**
  * The V8 flags rdl-agent runs with: the image's ENTRYPOINT (deploy/kubernetes/Dockerfile), the
  * shebang of bin/rdl-agent.js (which `npm start` executes) and the bench use this list
- * (test/unit/node-flags.test.ts keeps the first two equal to it).
+ * (test/csi/manifests.test.ts keeps the first two equal to it).
  *
  * `--initial-old-space-size=128`, as for rdld (packages/daemon/src/node-flags.ts): the agent's live
  * heap is ~10 MB, and with V8's limit just above it the agent ran a full mark-compact every ~0.1 s

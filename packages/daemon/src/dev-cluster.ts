@@ -18,17 +18,15 @@ import type { WriteStream } from 'node:fs';
 import { resolve as resolvePath, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command } from 'commander';
-import { RDLD_NODE_FLAGS } from './node-flags.js';
 
 /** One supervised process of the dev cluster. */
 export interface DevProcess {
   /** Name shown in messages (a region, or `agent`). */
   readonly name: string;
-  /** Node flags before the script (rdld's RDLD_NODE_FLAGS), if any. */
-  readonly nodeFlags?: readonly string[];
-  /** Execute `script` itself (its shebang names node and its flags) instead of `node script`. */
-  readonly isExecutable?: boolean;
-  /** Node script and its arguments. */
+  /**
+   * The bin to execute and its arguments. Executed, not run as `node script`: the bin's shebang
+   * starts node with the program's own flags (RDLD_NODE_FLAGS, AGENT_NODE_FLAGS).
+   */
   readonly script: string;
   readonly args: readonly string[];
   readonly logPath: string;
@@ -102,10 +100,7 @@ export class Supervisor {
     const entry = this.children.get(definition.name)!;
     entry.timer = null;
     if (this.isStopping) return;
-    const [command, argv] = definition.isExecutable
-      ? [definition.script, definition.args]
-      : [process.execPath, [...(definition.nodeFlags ?? []), definition.script, ...definition.args]];
-    const child = spawn(command, argv, {
+    const child = spawn(definition.script, definition.args, {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     entry.child = child;
@@ -199,11 +194,10 @@ async function main(argv: readonly string[]): Promise<void> {
 
   const regions = devRegions(dataRoot, Number(options.basePort));
   const supervisor = new Supervisor(Number(options.restartDelayMs), say);
-  const rdldScript = fileURLToPath(new URL('./main.js', import.meta.url));
+  const rdldScript = fileURLToPath(new URL('../../bin/rdld.js', import.meta.url));
   for (const region of regions) {
     supervisor.add({
       name: region.region,
-      nodeFlags: RDLD_NODE_FLAGS,
       script: rdldScript,
       args: rdldArgs(region, regions),
       logPath: resolvePath(logDir, `${region.region}.log`),
@@ -211,7 +205,6 @@ async function main(argv: readonly string[]): Promise<void> {
   }
   // The mounting agent joins as one more supervised process. It is spawned by path, not imported:
   // the daemon package does not depend on the agent (the agent depends on the client SDK only).
-  // Its bin is executed, so that its shebang passes the agent's node flags (AGENT_NODE_FLAGS).
   // `--ensure-volume` creates `demo` once a leader answers (idempotent across restarts).
   const endpoints = regions.map((r) => `127.0.0.1:${r.clientPort}`).join(',');
   const nbdPort = Number(
@@ -220,7 +213,6 @@ async function main(argv: readonly string[]): Promise<void> {
   supervisor.add({
     name: 'agent',
     script: fileURLToPath(new URL('../../../agent/bin/rdl-agent.js', import.meta.url)),
-    isExecutable: true,
     args: [
       'nbd',
       '--endpoints',

@@ -5,11 +5,12 @@
 // daemon and exits 0. Runs on ports probed free (moved with --base-port) and a temp data dir.
 import test from 'ava';
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { RDLD_NODE_FLAGS } from '../../src/node-flags.js';
 import { waitFor } from '../helpers/ports.js';
 
 const DEV_CLUSTER = fileURLToPath(new URL('../../src/dev-cluster.js', import.meta.url));
@@ -69,6 +70,11 @@ test.serial('npm start: up, restart after a crash, clean Ctrl-C', async (t) => {
     [...output.matchAll(/^ {2}(geneva|gland|lucerne) +pid (\d+)/gm)].map((m) => [m[1], Number(m[2])]),
   );
   t.deepEqual(Object.keys(pids).sort(), ['geneva', 'gland', 'lucerne']);
+  // Started by executing bin/rdld.js: its shebang puts rdld's node flags on the command line.
+  for (const pid of Object.values(pids)) {
+    const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+    for (const flag of RDLD_NODE_FLAGS) t.true(argv.includes(flag), argv.join(' '));
+  }
   const nbdUri = `nbd://127.0.0.1:${base + 3808}/demo`;
   t.true(output.includes(`exports the 1 GiB volume demo on ${nbdUri}`), output);
   t.true(output.includes(`nbdinfo ${nbdUri}`));
