@@ -172,18 +172,14 @@ async function warmUpSystem(system: string, running: RunningSystem, options: Ben
 
 async function main(): Promise<number> {
   let options: BenchOptions;
+  let selected: Set<string>;
   try {
     options = parseArgs(process.argv.slice(2));
+    // Inside the try: an unknown or empty selection is a usage error (exit 2) like a bad flag.
+    selected = selectWorkloads(options.only, options.isPeers);
   } catch (err) {
     if ((err as { code?: unknown }).code === 'commander.helpDisplayed') return 0;
     process.stderr.write(`bench: ${describeError(err)}\n`);
-    return 2;
-  }
-  const selected = selectWorkloads(options.only, options.isPeers);
-  if (selected.size === 0) {
-    process.stderr.write(
-      'bench: BENCH_ARGS_INVALID: --no-peers left no workload to run (--only selected peers only)\n',
-    );
     return 2;
   }
   const runners: SystemRunner[] = [etcdRunner, nbdkitRunner, rdlRunner];

@@ -103,9 +103,12 @@ export function workloadNames(): string[] {
 /** Group selectors `--only` accepts besides workload names. */
 export const groups = ['sdk', 'nbd', 'rdl', 'peers', 'etcd', 'nbdkit'] as const;
 
-/** `selected` without the peers' workloads (`--no-peers`). */
+/** `selected` without the peers' workloads (`--no-peers`); BENCH_ARGS_INVALID if nothing is left. */
 function withoutPeers(selected: Set<string>): Set<string> {
   for (const row of rows) if (row.peer !== null) selected.delete(row.peer.name);
+  if (selected.size === 0) {
+    throw new BenchError('BENCH_ARGS_INVALID', '--no-peers left no workload to run (--only selected peers only)');
+  }
   return selected;
 }
 
@@ -114,7 +117,7 @@ function withoutPeers(selected: Set<string>): Set<string> {
  * groups `sdk` and `nbd` select whole rows (rdl and its peer, to keep the comparison); `rdl`
  * selects only rdl's side; `peers`, `etcd`, `nbdkit` or a peer workload's name select only peers.
  * Null selects everything. With `isPeers` false (`--no-peers`) the peers' workloads are dropped
- * afterwards. Unknown selectors are a BENCH_ARGS_INVALID error.
+ * afterwards. Unknown selectors, and a selection `--no-peers` leaves empty, are BENCH_ARGS_INVALID.
  */
 export function selectWorkloads(only: readonly string[] | null, isPeers = true): Set<string> {
   const selected = new Set<string>();

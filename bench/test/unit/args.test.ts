@@ -119,6 +119,6 @@ test('--only: an rdl workload or group keeps its peer; rdl/peer groups select on
     'sdk-write-4k-qd64',
   ]);
   t.is(selectWorkloads(null, false).size, rows.length);
-  t.is(selectWorkloads(['peers'], false).size, 0);
+  t.is(codeOf(t.throws(() => selectWorkloads(['peers'], false))), 'BENCH_ARGS_INVALID');
   t.is(codeOf(t.throws(() => selectWorkloads(['sdk-write-4k-qd3']))), 'BENCH_ARGS_INVALID');
 });
