@@ -8,9 +8,10 @@
  * promoted: under 64 writes in flight the leader ran ~2 per second (and ~5 per second under 1 MiB
  * writes), each a 10-25 ms pause plus concurrent marking on V8's worker threads, which was 17-21%
  * of all CPU in a perf profile of the three daemons. With a 128 MiB floor the same workloads ran a
- * quarter as many mark-compacts and used up to 10-15% less CPU per write (docs/benchmarks.md,
- * session 7). The flag sets a floor for the limit, not a reservation: the heap may hold up to
- * ~110 MiB more garbage before a collection, and an idle daemon's heap stays small.
+ * quarter as many mark-compacts and used 8-11% less CPU per write (15-25% less for NBD writes
+ * and the 70/30 mix; docs/benchmarks.md, session 7). The flag sets a floor for the limit, not a
+ * reservation: the heap may hold up to ~110 MiB more garbage before a collection, and an idle
+ * daemon's heap stays small.
  */
 export const RDLD_NODE_FLAGS: readonly string[] = Object.freeze(['--initial-old-space-size=128']);
 
