@@ -97,22 +97,32 @@ export function recordBytes(payloadBytes: number): number {
   return RECORD_PREFIX_BYTES + 1 + payloadBytes;
 }
 
-/** Encodes consecutive entries as one entries record payload. */
-export function encodeEntries(entries: readonly Entry[]): Buffer {
-  let size = ENTRIES_PAYLOAD_HEADER_BYTES;
-  for (const entry of entries) size += ENTRY_HEADER_BYTES + entry.data.length;
-  const payload = Buffer.allocUnsafe(size);
-  writeUint64BE(payload, 0, entries[0].index);
-  payload.writeUInt32LE(entries.length, 8);
+/**
+ * Encodes consecutive entries as one entries record payload, as parts to be written one after the
+ * other: the headers live in one small buffer, and each entry's data is the entry's own buffer,
+ * not a copy (the WAL writes the parts with one `pwritev`). The entries' data must not change
+ * until the write completed; nothing writes into an entry's data once it is in the log.
+ */
+export function encodeEntriesParts(entries: readonly Entry[]): { parts: Uint8Array[]; bytes: number } {
+  const headers = Buffer.allocUnsafe(ENTRIES_PAYLOAD_HEADER_BYTES + ENTRY_HEADER_BYTES * entries.length);
+  writeUint64BE(headers, 0, entries[0].index);
+  headers.writeUInt32LE(entries.length, 8);
+  const parts: Uint8Array[] = [];
+  let bytes = ENTRIES_PAYLOAD_HEADER_BYTES;
   let offset = ENTRIES_PAYLOAD_HEADER_BYTES;
+  let headerStart = 0; // start of the header bytes not yet in a part
   for (const entry of entries) {
-    writeUint64BE(payload, offset, entry.term);
-    payload[offset + 8] = entry.type;
-    payload.writeUInt32LE(entry.data.length, offset + 9);
-    payload.set(entry.data, offset + ENTRY_HEADER_BYTES);
-    offset += ENTRY_HEADER_BYTES + entry.data.length;
+    writeUint64BE(headers, offset, entry.term);
+    headers[offset + 8] = entry.type;
+    headers.writeUInt32LE(entry.data.length, offset + 9);
+    offset += ENTRY_HEADER_BYTES;
+    bytes += ENTRY_HEADER_BYTES + entry.data.length;
+    if (entry.data.length === 0) continue; // the next header follows in the same part
+    parts.push(headers.subarray(headerStart, offset), entry.data);
+    headerStart = offset;
   }
-  return payload;
+  if (headerStart < offset) parts.push(headers.subarray(headerStart, offset));
+  return { parts, bytes };
 }
 
 /** Decodes an entries record payload; entry data is copied (the segment buffer is released after load). */
@@ -219,16 +229,21 @@ export function decodeIndex(payload: Buffer): number {
   return readUint64BE(payload, 0);
 }
 
-/** The 9 bytes before a payload (length, chained CRC, type); returns them and the new chain value. */
+/**
+ * The 9 bytes before a payload (length, chained CRC, type); returns them and the new chain value.
+ * The payload is `parts`, one after the other, of `bytes` bytes in all.
+ */
 export function recordPrefix(
   type: RecordType,
-  payload: Uint8Array,
+  parts: readonly Uint8Array[],
+  bytes: number,
   previousCrc: number,
 ): { prefix: Buffer; crc: number } {
   const prefix = Buffer.allocUnsafe(RECORD_PREFIX_BYTES + 1);
   prefix[RECORD_PREFIX_BYTES] = type;
-  const crc = crc32(payload, crc32(prefix.subarray(RECORD_PREFIX_BYTES), previousCrc));
-  prefix.writeUInt32LE(1 + payload.length, 0);
+  let crc = crc32(prefix.subarray(RECORD_PREFIX_BYTES), previousCrc);
+  for (const part of parts) crc = crc32(part, crc);
+  prefix.writeUInt32LE(1 + bytes, 0);
   prefix.writeUInt32LE(crc, 4);
   return { prefix, crc };
 }

@@ -61,7 +61,7 @@ import {
   decodeHeader,
   decodeIndex,
   decodeSnapshot,
-  encodeEntries,
+  encodeEntriesParts,
   encodeHardState,
   encodeHeader,
   encodeIndex,
@@ -129,7 +129,10 @@ export interface WalLogStoreOptions {
 /** A record waiting to be written, with its effect on a replayed view of the log. */
 interface PendingRecord {
   readonly type: RecordType;
-  readonly payload: Buffer;
+  /** The payload, as parts written one after the other (entries records: see `encodeEntriesParts`). */
+  readonly parts: readonly Uint8Array[];
+  /** The payload's size in bytes. */
+  readonly bytes: number;
   apply(view: LogReplay<number>): void;
 }
 
@@ -308,9 +311,14 @@ export class WalLogStore implements Storage {
             const chunk = entries.slice(start, i);
             const chunkFirst = chunk[0].index;
             const terms = chunk.map((entry) => entry.term);
-            const payload = encodeEntries(chunk);
-            bytes += payload.length;
-            records.push({ type: RecordType.Entries, payload, apply: (view) => view.append(chunkFirst, terms) });
+            const { parts, bytes: payloadBytes } = encodeEntriesParts(chunk);
+            bytes += payloadBytes;
+            records.push({
+              type: RecordType.Entries,
+              parts,
+              bytes: payloadBytes,
+              apply: (view) => view.append(chunkFirst, terms),
+            });
             start = i;
             chunkBytes = 0;
           }
@@ -331,7 +339,8 @@ export class WalLogStore implements Storage {
       bytes += payload.length;
       records.push({
         type: RecordType.HardState,
-        payload,
+        parts: [payload],
+        bytes: payload.length,
         apply: (view) => {
           view.hardState = saved;
         },
@@ -356,7 +365,8 @@ export class WalLogStore implements Storage {
     const payload = encodeSnapshot(meta, keepEntriesAfter);
     const record: PendingRecord = {
       type: RecordType.Snapshot,
-      payload,
+      parts: [payload],
+      bytes: payload.length,
       apply: (view) => view.applySnapshot(meta, keepEntriesAfter),
     };
     await this.enqueue([record], 0, payload.length, true, true);
@@ -375,7 +385,12 @@ export class WalLogStore implements Storage {
     this.checkUsable();
     this.issuedOffset = Math.max(this.issuedOffset, through);
     const payload = encodeIndex(through);
-    const record: PendingRecord = { type: RecordType.Compaction, payload, apply: (view) => view.compact(through) };
+    const record: PendingRecord = {
+      type: RecordType.Compaction,
+      parts: [payload],
+      bytes: payload.length,
+      apply: (view) => view.compact(through),
+    };
     await this.enqueue([record], 0, payload.length, true, true);
   }
 
@@ -531,8 +546,10 @@ export class WalLogStore implements Storage {
       hasUnsyncedBytes: false,
     };
     this.segments = [{ seq: 1, firstIndex: 1, sizeBytes: this.segmentBytes }];
-    const header = this.frame(RecordType.SegmentHeader, encodeHeader(this.written.header(1)));
-    await file.write(Buffer.concat(header), 0);
+    const header = encodeHeader(this.written.header(1));
+    const parts: Uint8Array[] = [];
+    this.frame(RecordType.SegmentHeader, [header], header.length, parts);
+    await file.write(parts, 0);
     await file.datasync();
     this.isLoaded = true;
   }
@@ -645,44 +662,55 @@ export class WalLogStore implements Storage {
     }
   }
 
-  /** Frames a record at the current segment's end: its prefix and payload, advancing offset and CRC. */
-  private frame(type: RecordType, payload: Buffer): Buffer[] {
+  /**
+   * Frames a record at the current segment's end: appends its prefix and payload parts to `out`,
+   * advancing offset and CRC.
+   */
+  private frame(type: RecordType, parts: readonly Uint8Array[], bytes: number, out: Uint8Array[]): void {
     const segment = this.current!;
-    const { prefix, crc } = recordPrefix(type, payload, segment.crc);
+    const { prefix, crc } = recordPrefix(type, parts, bytes, segment.crc);
     segment.crc = crc;
-    segment.offset += RECORD_PREFIX_BYTES + 1 + payload.length;
-    return [prefix, payload];
+    segment.offset += RECORD_PREFIX_BYTES + 1 + bytes;
+    out.push(prefix);
+    for (const part of parts) out.push(part);
   }
 
-  /** Writes `records` in order (rolling over to new segments as needed), then fdatasyncs if `isSynced`. */
+  /**
+   * Writes `records` in order (rolling over to new segments as needed), then fdatasyncs if
+   * `isSynced`. The records' parts go to the file as they are, with one `pwritev` per segment
+   * (entries' payloads are not copied into one buffer first: measured on two cores, the copy and
+   * the page faults of the fresh buffer it needed were ~3-5% of the daemons' CPU at 64 writes in
+   * flight).
+   */
   private async writeRecords(records: readonly PendingRecord[], isSynced: boolean): Promise<void> {
-    let parts: Buffer[] = [];
+    let parts: Uint8Array[] = [];
     let partStart = this.current!.offset;
     for (const record of records) {
       const segment = this.current!;
-      if (segment.offset + recordBytes(record.payload.length) > segment.sizeBytes) {
+      if (segment.offset + recordBytes(record.bytes) > segment.sizeBytes) {
         // End marker: a scan of this segment stops here, even over bytes of an earlier torn tail.
         if (segment.offset + END_MARKER.length <= segment.sizeBytes) parts.push(END_MARKER);
-        if (parts.length > 0) await segment.file.write(Buffer.concat(parts), partStart);
+        if (parts.length > 0) await segment.file.write(parts, partStart);
         // Synced before anything goes into the next segment: only the last one may have a torn tail.
         await segment.file.datasync();
         await this.rollover();
-        parts = this.frame(RecordType.SegmentHeader, encodeHeader(this.written.header(this.current!.seq)));
+        parts = [];
+        const header = encodeHeader(this.written.header(this.current!.seq));
+        this.frame(RecordType.SegmentHeader, [header], header.length, parts);
         partStart = 0;
         assert(this.current!.offset <= SEGMENT_HEADER_RESERVE_BYTES, 'a segment header fits in its reserve');
       }
-      for (const part of this.frame(record.type, record.payload)) parts.push(part);
+      this.frame(record.type, record.parts, record.bytes, parts);
       record.apply(this.written);
     }
     const segment = this.current!;
-    const data = parts.length === 0 ? null : parts.length === 1 ? parts[0] : Buffer.concat(parts);
-    if (isSynced && !segment.hasUnsyncedBytes && data !== null) {
+    if (isSynced && !segment.hasUnsyncedBytes && parts.length > 0) {
       // The common case: one O_DSYNC write, one trip through the thread pool.
-      await segment.file.writeSynced(data, partStart);
+      await segment.file.writeSynced(parts, partStart);
       return;
     }
-    if (data !== null) {
-      await segment.file.write(data, partStart);
+    if (parts.length > 0) {
+      await segment.file.write(parts, partStart);
       segment.hasUnsyncedBytes = true;
     }
     if (isSynced) {
@@ -745,7 +773,7 @@ export class WalLogStore implements Storage {
       const file = await this.fs.openExisting(freePath);
       try {
         // A scan of the new segment stops at once (as in a zero-filled one) until its header is written.
-        await file.write(END_MARKER, 0);
+        await file.write([END_MARKER], 0);
         await file.datasync();
       } finally {
         await file.close();
@@ -761,7 +789,7 @@ export class WalLogStore implements Storage {
     try {
       for (let position = 0; position < sizeBytes; position += ZERO_CHUNK.length) {
         const length = Math.min(ZERO_CHUNK.length, sizeBytes - position);
-        await file.write(length === ZERO_CHUNK.length ? ZERO_CHUNK : ZERO_CHUNK.subarray(0, length), position);
+        await file.write([length === ZERO_CHUNK.length ? ZERO_CHUNK : ZERO_CHUNK.subarray(0, length)], position);
         // Flushed every few MiB: one 64 MiB flush would queue the log's own synced writes behind it.
         if ((position + length) % SPARE_SYNC_BYTES === 0) await file.datasync();
       }

@@ -152,13 +152,15 @@ export class CrashFileSystem implements WalFileSystem {
       return found;
     };
     return {
-      async write(data, position) {
+      async write(chunks, position) {
+        const data = Buffer.concat(chunks);
         const target = file();
         count('writes');
         target.current = written(target.current, position, data);
         target.unsynced.push({ position, bytes: Buffer.from(data), isDurable: false });
       },
-      async writeSynced(data, position) {
+      async writeSynced(chunks, position) {
+        const data = Buffer.concat(chunks);
         const target = file();
         count('writes');
         // In the page cache at once, durable only when the call returns (a crash meanwhile may tear it).
