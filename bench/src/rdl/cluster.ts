@@ -3,7 +3,7 @@ import { get } from 'node:http';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { RDLD_NODE_FLAGS } from '@rdl/daemon';
+import { RDLD_ENVIRONMENT, RDLD_NODE_FLAGS } from '@rdl/daemon';
 import type { Region, RttPair } from '../args.js';
 import { oneWayDelaysMs, regions } from '../args.js';
 import { freePorts, startProcess, stopProcess, waitUntil } from '../processes.js';
@@ -117,6 +117,8 @@ export async function startRdlCluster(
           ...rdldArgs(region, dataDir, ports, rtt),
         ],
         join(workDir, `rdld-${region}.log`),
+        // rdld's own environment, unless the bench's sets the variable (GLIBC_TUNABLES= for glibc's defaults).
+        { ...RDLD_ENVIRONMENT, ...process.env },
       );
       daemons.push({
         region,

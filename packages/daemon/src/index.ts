@@ -16,7 +16,7 @@ export {
 } from './config.js';
 export type { ConfigOption, ConfigSources, DaemonConfig, FlagValues, PeerConfig, RaftTuning } from './config.js';
 export { DaemonError, DaemonErrorCode, codeOf, hasCode } from './errors.js';
-export { RDLD_NODE_FLAGS, missingNodeFlags } from './node-flags.js';
+export { RDLD_ENVIRONMENT, RDLD_NODE_FLAGS, missingNodeFlags } from './node-flags.js';
 export { createRootLogger, logLevels, moduleLogger } from './logging.js';
 export type { Logger, RootLoggerOptions } from './logging.js';
 export { DaemonMetrics } from './metrics.js';

@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { StatusResponse } from '@rdl/client/wire';
-import { RDLD_NODE_FLAGS } from '../../src/node-flags.js';
+import { RDLD_ENVIRONMENT, RDLD_NODE_FLAGS } from '../../src/node-flags.js';
 import { BlockClient } from './block-client.js';
 import { freePorts, waitFor } from './ports.js';
 
@@ -83,6 +83,7 @@ export class Cluster {
     const log = createWriteStream(member.logPath, { flags: 'a' });
     const child = spawn(process.execPath, [...RDLD_NODE_FLAGS, RDLD_BIN, ...this.argsOf(member)], {
       stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, ...RDLD_ENVIRONMENT },
     });
     child.stdout.pipe(log, { end: false });
     child.stderr.pipe(log, { end: false });

@@ -3,14 +3,14 @@
 // exits 1 with DAEMON_PORT_IN_USE; a data directory that cannot be created exits 1 with
 // DAEMON_DATA_DIR_UNWRITABLE; a data directory in use by a running rdld exits 1 with
 // DAEMON_DATA_DIR_LOCKED; SIGTERM stops a running daemon cleanly with exit 0; and rdld started as
-// `rdld` runs with RDLD_NODE_FLAGS (its shebang) while one started without them warns.
+// `rdld` runs with RDLD_NODE_FLAGS and RDLD_ENVIRONMENT (its shebang) while one started without them warns.
 import test from 'ava';
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { RDLD_NODE_FLAGS } from '../../src/node-flags.js';
+import { RDLD_ENVIRONMENT, RDLD_NODE_FLAGS, isGlibcRuntime, missingEnvironment } from '../../src/node-flags.js';
 import { RDLD_BIN } from '../helpers/cluster.js';
 import { freePorts, waitFor } from '../helpers/ports.js';
 
@@ -117,8 +117,12 @@ test.serial(
 );
 
 /** Starts rdld with `command` + `args`, waits until it serves, stops it; returns its log lines. */
-async function logOfServing(command: string, args: string[]): Promise<Array<Record<string, unknown>>> {
-  const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+async function logOfServing(
+  command: string,
+  args: string[],
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<Array<Record<string, unknown>>> {
+  const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'], env });
   let output = '';
   child.stdout.on('data', (d: Buffer) => (output += d.toString()));
   const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
@@ -134,15 +138,24 @@ async function logOfServing(command: string, args: string[]): Promise<Array<Reco
     .map((line) => JSON.parse(line) as Record<string, unknown>);
 }
 
-test.serial("rdld's shebang passes RDLD_NODE_FLAGS; started without them it says what is missing", async (t) => {
-  // Executed directly, as `rdld` and the npm bin link are: the kernel runs the shebang's `env -S node ...`.
-  const direct = await logOfServing(RDLD_BIN, await baseArgs('geneva'));
-  const effective = direct.find((line) => line.msg === 'effective configuration');
-  t.deepEqual(effective?.nodeFlags, [...RDLD_NODE_FLAGS]);
-  t.false(direct.some((line) => String(line.msg).includes('node runs without')));
+test.serial(
+  "rdld's shebang passes RDLD_NODE_FLAGS and RDLD_ENVIRONMENT; started without them it says what is missing",
+  async (t) => {
+    const { GLIBC_TUNABLES: _inherited, ...envWithout } = process.env;
+    // Executed directly, as `rdld` and the npm bin link are: the kernel runs the shebang's `env -S ... node ...`.
+    const direct = await logOfServing(RDLD_BIN, await baseArgs('geneva'), envWithout);
+    const effective = direct.find((line) => line.msg === 'effective configuration');
+    t.deepEqual(effective?.nodeFlags, [...RDLD_NODE_FLAGS]);
+    t.deepEqual(effective?.environment, { ...RDLD_ENVIRONMENT });
+    t.false(direct.some((line) => String(line.msg).includes('runs without')));
 
-  const bare = await logOfServing(process.execPath, [RDLD_BIN, ...(await baseArgs('lucerne'))]);
-  const warning = bare.find((line) => String(line.msg).includes('node runs without'));
-  t.truthy(warning, 'a warning names the missing flags');
-  t.deepEqual(warning?.missing, [...RDLD_NODE_FLAGS]);
-});
+    const bare = await logOfServing(process.execPath, [RDLD_BIN, ...(await baseArgs('lucerne'))], envWithout);
+    const warning = bare.find((line) => String(line.msg).includes('node runs without'));
+    t.truthy(warning, 'a warning names the missing flags');
+    t.deepEqual(warning?.missing, [...RDLD_NODE_FLAGS]);
+    // This machine's node runs on glibc (Debian); elsewhere the variable means nothing and is not asked for.
+    t.true(isGlibcRuntime());
+    const envWarning = bare.find((line) => Array.isArray(line.missingEnvironment));
+    t.deepEqual(envWarning?.missingEnvironment, missingEnvironment({}, true));
+  },
+);
