@@ -8,6 +8,7 @@ import { parseArgs } from './args.js';
 import type { BenchOptions } from './args.js';
 import { BenchError } from './errors.js';
 import { probeDisk, runFio } from './fio.js';
+import { missingBenchNodeFlags } from './node-flags.js';
 import type { DiskProbe } from './fio.js';
 import { runLoopWorkload } from './loop-workload.js';
 import { isInstalled, stopAll, trackTempDir } from './processes.js';
@@ -53,6 +54,8 @@ function describeMachine(): Record<string, string | number> {
     // Other work on the machine skews every figure; the load at the start says how much there was.
     loadAverage1mAtStart: Math.round(os.loadavg()[0] * 100) / 100,
     node: process.version,
+    // The load generator's own node flags (BENCH_NODE_FLAGS under `npm run bench`).
+    nodeFlags: process.execArgv.join(' ') || 'none',
     etcd: tryRun('etcd', ['--version']),
     nbdkit: tryRun('nbdkit', ['--version']),
     fio: tryRun('fio', ['--version']),
@@ -200,6 +203,12 @@ async function main(): Promise<number> {
       rmSync(probeDir, { recursive: true, force: true });
     }
   }
+  const missingFlags = missingBenchNodeFlags(process.execArgv);
+  if (missingFlags.length > 0) {
+    process.stderr.write(
+      `bench: warning: this process runs without ${missingFlags.join(' ')}: its own garbage collection takes CPU from the systems measured (npm run bench passes it)\n`,
+    );
+  }
   process.stderr.write(
     `bench: ${options.runs} run(s), ${options.systemWarmupMs / 1000} s warm-up per started system, ${options.warmupMs / 1000} s warm-up + ${options.durationMs / 1000} s per workload, ` +
       `${selected.size} workload(s)${options.rtt === null ? '' : `, emulated RTT ${options.rtt.map((p) => `${p.a}-${p.b}=${p.rttMs}ms`).join(',')}`}\n`,
@@ -312,7 +321,7 @@ async function main(): Promise<number> {
   }
   if (rttSentence !== null) out.write(`Region latency: ${rttSentence}\n`);
   out.write(
-    `\nMachine: ${machine.cpus} CPUs (${machine.cpuModel}), ${machine.memoryGiB} GiB, ${machine.tmpFilesystem} on ${machine.tmpDevice}, load average ${machine.loadAverage1mAtStart} at start; ` +
+    `\nMachine: ${machine.cpus} CPUs (${machine.cpuModel}), ${machine.memoryGiB} GiB, ${machine.tmpFilesystem} on ${machine.tmpDevice}, load average ${machine.loadAverage1mAtStart} at start, bench node flags ${machine.nodeFlags}; ` +
       `${options.runs} run(s), median shown, spread = half the min-max range of ops/s.\n`,
   );
   if (disk !== null) {
