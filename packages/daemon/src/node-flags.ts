@@ -1,7 +1,8 @@
 /**
- * The V8 flags and environment rdld runs with. One list for every way rdld is started: the systemd unit's
- * ExecStart, the shebang of bin/rdld.js, `npm start` (dev-cluster.ts), the bench and the
- * integration tests (test/unit/node-flags.test.ts checks that the unit and the shebang match it).
+ * The V8 flags rdld runs with (its environment: {@link RDLD_ENVIRONMENT} below). One list for every
+ * way rdld is started: the systemd unit's ExecStart, the shebang of bin/rdld.js, `npm start`
+ * (dev-cluster.ts), the bench and the integration tests (test/unit/node-flags.test.ts checks that
+ * the unit and the shebang match it).
  *
  * `--initial-old-space-size=128`: rdld's JS heap holds only ~15-20 MB of live objects, so V8 sets
  * the old generation's limit just above that and runs a full mark-compact after every few MB
