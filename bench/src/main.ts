@@ -4,11 +4,13 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
 
+import { missingNodeFlags } from '@rdl/daemon';
+
 import { parseArgs } from './args.js';
 import type { BenchOptions } from './args.js';
 import { BenchError } from './errors.js';
 import { probeDisk, runFio } from './fio.js';
-import { missingBenchNodeFlags } from './node-flags.js';
+import { BENCH_NODE_FLAGS } from './node-flags.js';
 import type { DiskProbe } from './fio.js';
 import { runLoopWorkload } from './loop-workload.js';
 import { isInstalled, stopAll, trackTempDir } from './processes.js';
@@ -203,7 +205,7 @@ async function main(): Promise<number> {
       rmSync(probeDir, { recursive: true, force: true });
     }
   }
-  const missingFlags = missingBenchNodeFlags(process.execArgv);
+  const missingFlags = missingNodeFlags(process.execArgv, BENCH_NODE_FLAGS);
   if (missingFlags.length > 0) {
     process.stderr.write(
       `bench: warning: this process runs without ${missingFlags.join(' ')}: its own garbage collection takes CPU from the systems measured (npm run bench passes it)\n`,

@@ -10,8 +10,3 @@
  * it ran none (docs/benchmarks.md, session 8).
  */
 export const BENCH_NODE_FLAGS: readonly string[] = Object.freeze(['--initial-old-space-size=128']);
-
-/** The flags of {@link BENCH_NODE_FLAGS} missing from `execArgv` (the bench process's node flags). */
-export function missingBenchNodeFlags(execArgv: readonly string[]): string[] {
-  return BENCH_NODE_FLAGS.filter((flag) => !execArgv.includes(flag));
-}

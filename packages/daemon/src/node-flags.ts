@@ -16,9 +16,12 @@
  */
 export const RDLD_NODE_FLAGS: readonly string[] = Object.freeze(['--initial-old-space-size=128']);
 
-/** The flags of {@link RDLD_NODE_FLAGS} missing from `execArgv` (the running process's node flags). */
-export function missingNodeFlags(execArgv: readonly string[]): string[] {
-  return RDLD_NODE_FLAGS.filter((flag) => !execArgv.includes(flag));
+/**
+ * The flags of `wanted` ({@link RDLD_NODE_FLAGS} unless given: the bench checks its own list too)
+ * missing from `execArgv` (the running process's node flags).
+ */
+export function missingNodeFlags(execArgv: readonly string[], wanted: readonly string[] = RDLD_NODE_FLAGS): string[] {
+  return wanted.filter((flag) => !execArgv.includes(flag));
 }
 
 /**
