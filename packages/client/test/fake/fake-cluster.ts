@@ -4,6 +4,7 @@
 // at will. Followers answer NOT_LEADER with (or, on request, without) the leader hint. Hooks let a
 // test hold, reorder, swallow or fail IO requests and drop streams. It is not the daemon: it
 // checks the client side of the protocol.
+import { createServer, type Server as NetServer } from 'node:net';
 import * as grpc from '@grpc/grpc-js';
 import {
   BLOCK_SIZE_BYTES,
@@ -71,6 +72,8 @@ export const REGIONS = ['geneva', 'gland', 'lucerne', 'zurich', 'basel'];
 export class FakeCluster {
   readonly servers: (grpc.Server | undefined)[] = [];
   readonly addresses: string[] = [];
+  /** Listeners holding the ports of stopped nodes (see `stop`). */
+  private readonly blockers: NetServer[] = [];
   leader = 0;
   term = 1;
   /** When false, followers answer NOT_LEADER without the leader hint. */
@@ -114,10 +117,36 @@ export class FakeCluster {
     this.term++;
   }
 
-  /** Stops one node hard (connections reset). */
-  stop(node: number): void {
-    this.servers[node]?.forceShutdown();
+  /**
+   * Stops one node hard and keeps its port: a plain TCP listener takes it over and resets every
+   * connection, so the address stays dead. A freed port could otherwise be bound by another test's
+   * fake node running at the same time (AVA runs a file's tests concurrently), and a client would
+   * then reach that other cluster through the "stopped" address.
+   */
+  async stop(node: number): Promise<void> {
+    const server = this.servers[node];
+    if (server === undefined) return;
+    server.forceShutdown();
     this.servers[node] = undefined;
+    const port = Number(this.addresses[node].split(':')[1]);
+    const blocker = createServer((socket) => socket.resetAndDestroy());
+    // The gRPC listener closes asynchronously: retry the bind a bounded number of times.
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await new Promise<void>((resolve, reject) => {
+          blocker.once('error', reject);
+          blocker.listen(port, '127.0.0.1', () => {
+            blocker.off('error', reject);
+            resolve();
+          });
+        });
+        break;
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code !== 'EADDRINUSE' || attempt === 50) throw error;
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+    }
+    this.blockers.push(blocker);
   }
 
   /** Ends every open Io stream with UNAVAILABLE. */
@@ -143,6 +172,7 @@ export class FakeCluster {
 
   async close(): Promise<void> {
     for (const server of this.servers) server?.forceShutdown();
+    for (const blocker of this.blockers.splice(0)) blocker.close();
   }
 
   private notLeader(): WireError {

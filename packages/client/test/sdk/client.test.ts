@@ -172,7 +172,7 @@ test('without hints the client rotates through the endpoints', async (t) => {
 test('a stopped endpoint is skipped', async (t) => {
   const cluster = await FakeCluster.start(3);
   cluster.setLeader(1);
-  cluster.stop(0);
+  await cluster.stop(0);
   const client = new RdlClient({ endpoints: cluster.addresses, random: () => 0, requestTimeoutMs: 20_000 });
   t.teardown(async () => {
     await client.close();
@@ -180,7 +180,7 @@ test('a stopped endpoint is skipped', async (t) => {
   });
   await client.createVolume('v', 1 * MiB);
   await client.write('v', 0, Buffer.from('x'));
-  t.is(client.currentTarget, cluster.addresses[1]);
+  t.is(client.currentTarget, cluster.addresses[1], `cluster ${cluster.addresses.join(' ')}`);
 });
 
 test('a leader change mid-stream re-sends in-flight writes to the new leader, each applied once', async (t) => {
