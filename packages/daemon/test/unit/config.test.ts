@@ -202,6 +202,31 @@ test('docs/configuration.md documents every key with its environment variable an
   }
 });
 
+/** A default as docs/configuration.md writes it: sizes in the largest unit that divides them. */
+function documentedDefault(kind: string, value: string | number | boolean | null | undefined): string {
+  if (value === undefined) return 'required';
+  if (value === null) return '(none)';
+  if (kind === 'bytes' && typeof value === 'number') {
+    for (const [unit, size] of [
+      ['GiB', 1024 ** 3],
+      ['MiB', 1024 ** 2],
+      ['KiB', 1024],
+    ] as const) {
+      if (value >= size && value % size === 0) return `\`"${value / size}${unit}"\``;
+    }
+    return `\`${value}\``;
+  }
+  return typeof value === 'string' ? `\`"${value}"\`` : `\`${String(value)}\``;
+}
+
+test("docs/configuration.md states every key's default as the code has it", (t) => {
+  const doc = readFileSync(fileURLToPath(new URL('../../../../../docs/configuration.md', import.meta.url)), 'utf8');
+  for (const opt of configOptions) {
+    const row = doc.split('\n').find((line) => line.startsWith(`| \`${opt.key}\` |`));
+    t.is(row?.split('|')[2].trim(), documentedDefault(opt.kind, opt.defaultValue), opt.key);
+  }
+});
+
 test('every [raft] key is a RaftNode setting', (t) => {
   const config = loadConfig({ env: { RDL_REGION: 'a', RDL_DATA_DIR: '/d' } });
   for (const key of Object.keys(config.raft)) t.true(key in defaultRaftConfig, `RaftConfig has no ${key}`);
