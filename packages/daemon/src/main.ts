@@ -13,6 +13,7 @@ import type { DaemonConfig, FlagValues } from './config.js';
 import { createRootLogger } from './logging.js';
 import { RDLD_ENVIRONMENT, isGlibcRuntime, missingEnvironment, missingNodeFlags } from './node-flags.js';
 import type { Logger } from './logging.js';
+import { levelDbBinary } from './storage/database.js';
 
 /** Exit status for configuration errors. */
 export const EXIT_CONFIG = 2;
@@ -53,7 +54,10 @@ async function main(argv: readonly string[]): Promise<void> {
   const environment = Object.fromEntries(
     Object.keys(RDLD_ENVIRONMENT).map((name) => [name, process.env[name] ?? null]),
   );
-  logger.info({ config, nodeFlags: process.execArgv, environment }, 'effective configuration');
+  logger.info(
+    { config, nodeFlags: process.execArgv, environment, leveldb: levelDbBinary() },
+    'effective configuration',
+  );
   const missing = missingNodeFlags(process.execArgv);
   if (missing.length > 0) {
     // Still correct without them, only slower: say so once rather than refuse to start.

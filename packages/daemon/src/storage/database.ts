@@ -3,14 +3,38 @@
  * coded errors. The Raft log (`raft-log-store.ts`) and the block state machine (`block-store.ts`)
  * share it under different key prefixes; docs/storage.md explains why one database and not two.
  */
-import { constants as fsConstants } from 'node:fs';
+import { constants as fsConstants, existsSync } from 'node:fs';
 import { access, mkdir } from 'node:fs/promises';
+import { createRequire } from 'node:module';
+import { dirname, join, sep } from 'node:path';
 import { ClassicLevel } from 'classic-level';
 import { type CompactionPriority, lowerCompactionPriority, threadIds } from './compaction-priority.js';
 import { StorageErrorCode, storageError } from './errors.js';
 
 /** The database handle shared by the storage modules: binary keys and values (Node Buffers). */
 export type Database = ClassicLevel<Buffer, Buffer>;
+
+/** The LevelDB binary classic-level loads, and how it computes its CRC32C checksums. */
+export interface LevelDbBinary {
+  readonly path: string;
+  /**
+   * `hardware`: built by `npm install` from classic-level's sources with SSE4.2
+   * (scripts/build-leveldb.mjs); `software`: classic-level's prebuilt binary, which checksums in
+   * software (about a tenth of the cluster's CPU at 64 writes in flight; docs/storage.md).
+   */
+  readonly crc32c: 'hardware' | 'software';
+}
+
+/** Which LevelDB binary this process loads (node-gyp-build prefers build/Release to the prebuilds). */
+export function levelDbBinary(): LevelDbBinary {
+  const require = createRequire(import.meta.url);
+  const dir = dirname(require.resolve('classic-level/package.json'));
+  const gypBuild = createRequire(join(dir, 'package.json'))('node-gyp-build') as { path(dir: string): string };
+  const path = gypBuild.path(dir);
+  const isBuilt =
+    path.startsWith(join(dir, 'build', 'Release') + sep) && existsSync(join(dir, 'build', 'rdl-build.json'));
+  return { path, crc32c: isBuilt ? 'hardware' : 'software' };
+}
 
 /** Tuning of the LevelDB instance. */
 export interface DatabaseOptions {
@@ -21,6 +45,13 @@ export interface DatabaseOptions {
    * databases the tests open small; rdld passes `storage.leveldb_write_buffer_bytes` (64 MiB).
    */
   writeBufferSizeBytes?: number;
+  /**
+   * LevelDB table block size (default 16 KiB, also rdld's `storage.leveldb_block_bytes`; LevelDB's
+   * own default is 4 KiB). With 4 KiB values a 4 KiB block holds one value, so every value written
+   * by a flush or compaction costs a block of its own: a `write` syscall, a checksum call, a block
+   * trailer and an index entry. See docs/storage.md#table-block-size.
+   */
+  blockSizeBytes?: number;
   /**
    * Nice value (1..19) for LevelDB's compaction thread, or 0 to leave it at the process's
    * (default 0 here; rdld sets `storage.compaction_nice`). See compaction-priority.ts.
@@ -54,6 +85,7 @@ export async function openDatabase(directory: string, options: DatabaseOptions =
     valueEncoding: 'buffer',
     cacheSize: options.cacheSizeBytes ?? 64 * 1024 * 1024,
     writeBufferSize: options.writeBufferSizeBytes ?? 16 * 1024 * 1024,
+    blockSize: options.blockSizeBytes ?? 16 * 1024,
   });
   try {
     await db.open();
