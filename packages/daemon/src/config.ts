@@ -102,6 +102,8 @@ export interface DaemonConfig {
     readonly compactionNice: number;
     /** LevelDB memtable size: block writes buffered in memory before a flush to a level-0 file. */
     readonly leveldbWriteBufferBytes: number;
+    /** LevelDB table block size: the unit LevelDB writes, checksums, caches and reads tables in. */
+    readonly leveldbBlockBytes: number;
   };
   readonly log: { readonly level: string };
 }
@@ -415,6 +417,13 @@ export const configOptions: readonly ConfigOption[] = [
     64 * MiB,
     "Size of LevelDB's memtable: applied block writes held in memory (and in LevelDB's own log) before they are flushed to a level-0 file. Larger means fewer flushes and less compaction per written block; LevelDB holds up to two (one being flushed), and replays the log into one at start-up.",
     { min: 4 * MiB, max: 1 * GiB },
+  ),
+  option(
+    'storage.leveldb_block_bytes',
+    'bytes',
+    16 * KiB,
+    'Size of the blocks LevelDB builds its table files from (before compression): each block is written, checksummed and cached as one, and a read that misses the block cache reads a whole block. Larger means less work per written 4 KiB block in flushes and compactions; smaller means less read per random 4 KiB read of a block not in memory. Applies to table files written from then on.',
+    { min: 4 * KiB, max: 1 * MiB },
   ),
   option('log.level', 'level', 'info', `Log level: ${logLevels.join(', ')}.`),
 ];

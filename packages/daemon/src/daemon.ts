@@ -135,6 +135,7 @@ export class Daemon {
       db = await openDatabase(join(config.dataDir, 'db'), {
         compactionNice: config.storage.compactionNice,
         writeBufferSizeBytes: config.storage.leveldbWriteBufferBytes,
+        blockSizeBytes: config.storage.leveldbBlockBytes,
         onCompactionPriority(result) {
           priority = result;
           if (result.status === 'lowered') {
