@@ -57,8 +57,10 @@ export const SESSION_ID_PATTERN = /^[0-9a-f]{32}$/;
  * messages of 64 read answers (260 KiB each). With HTTP/2's default of 64 KiB a server could send only a
  * quarter of such a message before waiting for the client to wake up and grant more, three or
  * four times per message. It also bounds what a client that stops reading lets pile up in its
- * connection. (A window of two maximal messages, 9 MiB, made the daemon's slow-reader test see its
- * connection reset while the client was paused; the cause is not known yet, so it stays at 1 MiB.)
+ * connection. (A window of two maximal messages, 9 MiB, once made the daemon's slow-reader test
+ * fail, most likely as it later failed with 1 MiB: a paused client took in every answer, so the
+ * daemon held none, and the resets seen were the test's teardown. The test now sizes its answers
+ * so that cannot happen; the window stayed 1 MiB.)
  */
 export const IO_RECEIVE_WINDOW_BYTES = 1024 * 1024;
 
