@@ -6,8 +6,9 @@
 // every byte it writes (its log, and every table block of each memtable flush and compaction), and
 // a profile of three rdld at 64 writes in flight spent 11% of all CPU in `crc32c::Extend`
 // (docs/benchmarks.md, session 9). LevelDB 1.20 (what classic-level bundles) has the SSE4.2 path in
-// port/port_posix_sse.cc, compiled in only with LEVELDB_PLATFORM_POSIX_SSE and -msse4.2; it checks
-// the CPU at run time and falls back to software on a CPU without SSE4.2.
+// port/port_posix_sse.cc, compiled in only with LEVELDB_PLATFORM_POSIX_SSE and -msse4.2. The flags
+// apply to all of LevelDB and snappy, so the result needs a CPU with SSE4.2 (every x86-64 server CPU
+// since 2008): build on the kind of machine it runs on.
 //
 // The build needs g++, make and python3 (node-gyp) and Node's headers. When anything is missing or
 // fails, the prebuilt binary stays in use (the data format is the same either way) and this says
@@ -63,11 +64,15 @@ function main() {
   const nodeDir = process.env.npm_config_nodedir ?? join(dirname(process.execPath), '..');
   const args = [nodeGyp, 'rebuild', '--jobs', 'max'];
   if (existsSync(join(nodeDir, 'include', 'node', 'node_api.h'))) args.push(`--nodedir=${nodeDir}`);
-  log(`compiling LevelDB ${version} with ${FLAGS} (about a minute) ...`);
+  log(`compiling LevelDB ${version} with ${FLAGS} (10-60 s) ...`);
   const started = Date.now();
   const result = spawnSync(process.execPath, args, {
     cwd: dir,
-    env: { ...process.env, CFLAGS: FLAGS, CXXFLAGS: FLAGS },
+    env: {
+      ...process.env,
+      CFLAGS: `${process.env.CFLAGS ?? ''} ${FLAGS}`.trim(),
+      CXXFLAGS: `${process.env.CXXFLAGS ?? ''} ${FLAGS}`.trim(),
+    },
     encoding: 'utf8',
     maxBuffer: 64 * 1024 * 1024,
   });
