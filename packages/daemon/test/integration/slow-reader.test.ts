@@ -65,9 +65,9 @@ test.serial('a client that stops reading is back-pressured, then fully answered'
     await new Promise((resolve) => setTimeout(resolve, 200));
     const held = await gauge(member.metricsPort, 'rdl_api_inflight_requests');
     if (held === 0) {
-      // Seen in CI (every request failed with "read ECONNRESET" while the client was paused, the
-      // daemons logging nothing) and, rarely, here with a build running alongside; cause not yet
-      // known. Keep the timeline and what the daemons said, so the next failure shows more.
+      // With the answers sized as above, this means the daemon released slots it should hold (or
+      // the client took in more than the bound at the top): keep the timeline, the client's
+      // buffer and what the daemons said, which is how the earlier flake was diagnosed.
       t.log(
         `${new Date().toISOString()} sample ${sample}; ${failures.length} requests failed, first: ${failures[0]}; ${call.readableLength} messages buffered in the client`,
       );

@@ -1,18 +1,22 @@
 // Proves that `npm install` (scripts/build-leveldb.mjs, the root postinstall) left rdld a LevelDB
-// that checksums in hardware where it can be built: on Linux x64 with g++, classic-level must load
+// that checksums in hardware where it can be built: on Linux x64 with g++, make and python3, classic-level must load
 // build/Release (not its prebuilt, software-CRC32C binary) and the daemon must report it so. The
 // CI machine has g++, so a postinstall that stopped running or building fails here.
 import { existsSync, readFileSync } from 'node:fs';
 import test from 'ava';
 import { levelDbBinary } from '../../src/storage/database.js';
 
-const canBuild = process.platform === 'linux' && process.arch === 'x64' && existsSync('/usr/bin/g++');
+// What scripts/build-leveldb.mjs needs (node-gyp: a C++ compiler, make and python3).
+const canBuild =
+  process.platform === 'linux' &&
+  process.arch === 'x64' &&
+  ['g++', 'make', 'python3'].every((tool) => existsSync(`/usr/bin/${tool}`));
 
-test('the LevelDB binary is reported, and built with hardware CRC32C where g++ is installed', (t) => {
+test('the LevelDB binary is reported, and built with hardware CRC32C where the build tools are installed', (t) => {
   const binary = levelDbBinary();
   t.true(existsSync(binary.path), binary.path);
   if (!canBuild) {
-    t.log(`no g++ on ${process.platform}/${process.arch}: ${binary.crc32c} CRC32C from ${binary.path}`);
+    t.log(`no build tools on ${process.platform}/${process.arch}: ${binary.crc32c} CRC32C from ${binary.path}`);
     return;
   }
   t.is(binary.crc32c, 'hardware', `loaded ${binary.path}`);
