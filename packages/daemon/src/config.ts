@@ -5,7 +5,7 @@
  * source of truth for scalar keys (name, type, default, environment variable, flag).
  */
 import { readFileSync } from 'node:fs';
-import { resolve as resolvePath } from 'node:path';
+import { isAbsolute, join, relative, resolve as resolvePath, sep } from 'node:path';
 import { Command, Option } from 'commander';
 import { parse as parseToml, TomlError } from 'smol-toml';
 import { MESSAGE_BYTES_MAX } from '@rdl/client/wire';
@@ -96,6 +96,8 @@ export interface DaemonConfig {
     readonly reconnectDelayMsMax: number;
   };
   readonly storage: {
+    /** Absolute path of the Raft WAL's directory (`storage.wal_dir`; `<dataDir>/wal` unless set). */
+    readonly walDir: string;
     /** Size of each Raft WAL segment file (preallocated with zeros). */
     readonly walSegmentBytes: number;
     /** Nice value of LevelDB's compaction thread (0 leaves it at the daemon's). */
@@ -108,7 +110,8 @@ export interface DaemonConfig {
   readonly log: { readonly level: string };
 }
 
-type Kind = 'string' | 'address' | 'optional-address' | 'int' | 'bytes' | 'bool' | 'level' | 'region' | 'path';
+type Kind =
+  'string' | 'address' | 'optional-address' | 'int' | 'bytes' | 'bool' | 'level' | 'region' | 'path' | 'optional-path';
 
 /** Description of one scalar configuration key (documentation and parsing). */
 export interface ConfigOption {
@@ -398,10 +401,16 @@ export const configOptions: readonly ConfigOption[] = [
     max: 600_000,
   }),
   option(
+    'storage.wal_dir',
+    'optional-path',
+    null,
+    "Directory of the Raft write-ahead log (every write is fsynced there before it is acknowledged). Empty (the default) means `<data_dir>/wal`. Give it a device of its own, as etcd advises for its `--wal-dir`: the WAL's synced writes then do not queue behind LevelDB's flushes and compactions. Must not be `data_dir` itself or inside `<data_dir>/db`. rdld refuses to start on a WAL that is not its data directory's (`DAEMON_WAL_MISMATCH`) or on an empty one when the data directory holds state (`DAEMON_WAL_MISSING`).",
+  ),
+  option(
     'storage.wal_segment_bytes',
     'bytes',
     64 * MiB,
-    'Size of each Raft write-ahead log segment file under `<data_dir>/wal` (written full of zeros ahead of use). Must hold the largest entry (`raft.entry_bytes_max`) plus 128 KiB.',
+    'Size of each Raft write-ahead log segment file in the WAL directory (`storage.wal_dir`, `<data_dir>/wal` by default; written full of zeros ahead of use). Must hold the largest entry (`raft.entry_bytes_max`) plus 128 KiB.',
     { min: 1 * MiB, max: 1 * GiB },
   ),
   option(
@@ -614,6 +623,13 @@ function setPath(target: Record<string, unknown>, path: readonly string[], value
 function convert(opt: ConfigOption, raw: unknown, source: string, problems: string[]): unknown {
   const where = `${source} ${opt.key}`;
   switch (opt.kind) {
+    case 'optional-path':
+      if (raw === '' || raw === null) return null;
+      if (typeof raw !== 'string') {
+        problems.push(`${where}: expected a path or an empty string, got ${JSON.stringify(raw)}`);
+        return undefined;
+      }
+      return raw;
     case 'string':
     case 'path':
       if (typeof raw !== 'string' || raw === '') {
@@ -755,7 +771,9 @@ export function loadConfig(sources: ConfigSources = {}): DaemonConfig {
       isSet = true;
     }
     if (!isSet) problems.push(`${opt.key} is required (file key ${opt.key}, env ${opt.env} or flag ${opt.flag})`);
-    if (opt.kind === 'path' && typeof value === 'string') value = resolvePath(cwd, value);
+    if ((opt.kind === 'path' || opt.kind === 'optional-path') && typeof value === 'string') {
+      value = resolvePath(cwd, value);
+    }
     setPath(result, opt.path, value);
   }
 
@@ -876,6 +894,21 @@ export function loadConfig(sources: ConfigSources = {}): DaemonConfig {
     problems.push(
       `storage.wal_segment_bytes (${storage.walSegmentBytes}) must hold raft.entry_bytes_max (${raft.entryBytesMax}) plus 128 KiB`,
     );
+  }
+  const dataDir = result.dataDir as string | undefined;
+  const storagePaths = result.storage as { walDir?: string | null } | undefined;
+  if (storagePaths && typeof dataDir === 'string' && storagePaths.walDir !== undefined) {
+    const walDir = storagePaths.walDir ?? join(dataDir, 'wal');
+    storagePaths.walDir = walDir;
+    const isWithin = (inner: string, outer: string): boolean => {
+      const path = relative(outer, inner);
+      return path === '' || (path !== '..' && !path.startsWith(`..${sep}`) && !isAbsolute(path));
+    };
+    if (walDir === dataDir || isWithin(walDir, join(dataDir, 'db'))) {
+      problems.push(`storage.wal_dir (${walDir}) must not be data_dir itself or inside <data_dir>/db`);
+    } else if (isWithin(dataDir, walDir)) {
+      problems.push(`storage.wal_dir (${walDir}) must not contain data_dir (${dataDir})`);
+    }
   }
   if (raft && raft.logEntriesKeep >= raft.logEntriesMax) {
     problems.push('raft.log_entries_keep must be below raft.log_entries_max');

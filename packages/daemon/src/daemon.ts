@@ -1,6 +1,7 @@
 /**
  * `Daemon`: one rdld wired together. The Raft log in a write-ahead log of segment files under
- * `<data_dir>/wal` and the block state machine in LevelDB under `<data_dir>/db`, the gRPC peer transport, the Raft node, the block API server and the operator
+ * `storage.wal_dir` (`<data_dir>/wal` by default) and the block state machine in LevelDB under
+ * `<data_dir>/db`, the gRPC peer transport, the Raft node, the block API server and the operator
  * HTTP endpoint. `Daemon.start` brings them up in dependency order and tears down whatever it had
  * opened if a later step fails; `stop` takes them down in reverse order.
  */
@@ -23,6 +24,7 @@ import { CompactionPriorityGovernor } from './storage/compaction-priority.js';
 import type { CompactionPriority } from './storage/compaction-priority.js';
 import { openDatabase } from './storage/database.js';
 import type { Database } from './storage/database.js';
+import { bindWal } from './storage/wal-binding.js';
 import { openRaftLog } from './storage/wal-migration.js';
 import type { WalLogStore } from './storage/wal-log-store.js';
 import { bindGrpcServer, listenError } from './transport/listen.js';
@@ -180,7 +182,7 @@ export class Daemon {
     let logStore: WalLogStore;
     try {
       const walLog = moduleLogger(root, 'storage');
-      const opened = await openRaftLog(config.dataDir, db, {
+      const opened = await openRaftLog(config.storage.walDir, db, {
         segmentBytes: config.storage.walSegmentBytes,
         // As many free segments as one compaction frees (the log reaches that size anyway just
         // before it compacts, so the disk footprint does not grow); docs/storage.md "Recycled segments".
@@ -196,6 +198,15 @@ export class Daemon {
       if (opened.migratedEntries !== null) {
         log.info({ entries: opened.migratedEntries }, 'moved the Raft log from LevelDB to the WAL');
       }
+      // Before anything reads the WAL: refuse one that is not this data directory's.
+      const binding = await bindWal(db, config.storage.walDir, {
+        region: config.region,
+        dataDirectory: config.dataDir,
+      });
+      walLog.info(
+        { walDir: config.storage.walDir, binding },
+        binding.status === 'verified' ? 'WAL binding verified' : `WAL bound to this data directory (${binding.status})`,
+      );
       blocks = await BlockStateMachine.open(db, { log: logStore });
     } catch (err) {
       return fail(err);

@@ -1,14 +1,18 @@
 /**
- * Opens the daemon's Raft log: the WAL in `<data_dir>/wal/`, after moving a Raft log that an
- * older rdld kept in LevelDB (keys under `L`, read by the legacy `RaftLogStore`) into it.
+ * Opens the daemon's Raft log: the WAL in its directory (`storage.wal_dir`, by default
+ * `<data_dir>/wal/`), after moving a Raft log that an older rdld kept in LevelDB (keys under `L`,
+ * read by the legacy `RaftLogStore`) into it.
  *
- * The migration is crash-safe: the WAL is built in `<data_dir>/wal.migrating/`, synced, and
- * renamed to `wal/` (then the directory synced) before the old keys are deleted. At start-up:
- * a `wal/` holding segments is the log (old keys still there are leftovers of an interrupted
- * migration and are deleted); otherwise old keys mean a migration to (re)do; otherwise the data
- * directory is new or already migrated.
+ * The migration is crash-safe: the WAL is built in a sibling directory, `<wal dir>.migrating/`,
+ * synced, and renamed to the WAL directory (then their parent synced) before the old keys are
+ * deleted. At start-up: a WAL directory holding segments is the log (old keys still there are
+ * leftovers of an interrupted migration and are deleted); otherwise old keys mean a migration to
+ * (re)do; otherwise the data directory is new or already migrated. The rename needs the sibling on
+ * the WAL's file system: a `storage.wal_dir` that is itself a mount point cannot be the target of
+ * a migration (it fails with `DAEMON_WAL_MIGRATION_FAILED`, the old log kept; migrate first with
+ * the default WAL directory, then move the WAL).
  */
-import { join } from 'node:path';
+import { dirname } from 'node:path';
 import type { Database } from './database.js';
 import { StorageErrorCode, storageError } from './errors.js';
 import { RaftLogStore } from './raft-log-store.js';
@@ -32,28 +36,29 @@ async function hasLegacyLog(db: Database): Promise<boolean> {
 }
 
 /**
- * Returns the WAL store of `dataDirectory` (not loaded yet: the Raft node calls `load`), migrating
+ * Returns the WAL store in `walDirectory` (not loaded yet: the Raft node calls `load`), migrating
  * an old LevelDB Raft log found in `db` first. Rejects with `DAEMON_WAL_MIGRATION_FAILED` when a
  * migration fails (the old log is kept; the next start retries).
  */
 export async function openRaftLog(
-  dataDirectory: string,
+  walDirectory: string,
   db: Database,
   options: WalLogStoreOptions = {},
 ): Promise<RaftLogOpening> {
   const fs: WalFileSystem = options.fileSystem ?? nodeWalFileSystem;
-  const walDirectory = join(dataDirectory, 'wal');
-  const migratingDirectory = join(dataDirectory, 'wal.migrating');
+  const migratingDirectory = `${walDirectory}.migrating`;
   let migratedEntries: number | null = null;
   try {
-    await fs.removeTree(migratingDirectory);
     const hasSegments = (await fs.list(walDirectory)).some((name) => segmentSeqOf(name) !== null);
     if (await hasLegacyLog(db)) {
       if (!hasSegments) {
+        // A leftover of a migration interrupted before its rename (only touched while old keys
+        // say a migration is due: the sibling of a configured wal_dir is not ours otherwise).
+        await fs.removeTree(migratingDirectory);
         migratedEntries = await migrate(db, fs, migratingDirectory, options);
         await fs.removeTree(walDirectory);
         await fs.rename(migratingDirectory, walDirectory);
-        await fs.syncDirectory(dataDirectory);
+        await fs.syncDirectory(dirname(walDirectory));
       }
       // The WAL is complete and durable: the old log can go (if this is lost, the next start redoes it).
       await db.clear({ gte: LEGACY_LOG_START, lt: LEGACY_LOG_END });

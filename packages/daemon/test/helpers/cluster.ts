@@ -24,6 +24,8 @@ export interface Member {
   readonly peerPort: number;
   readonly metricsPort: number;
   readonly dataDir: string;
+  /** `--storage-wal-dir` (outside the data directory), or null for the default `<dataDir>/wal`. */
+  walDir: string | null;
   readonly logPath: string;
   process: ChildProcess | null;
   /** Resolves with the exit code (or signal) of the current process. */
@@ -38,6 +40,8 @@ export interface ClusterOptions {
   args?: readonly string[];
   /** Raft tick; short keeps elections fast in tests. */
   tickIntervalMs?: number;
+  /** Each member's WAL in `<root>/wal/<region>` (`--storage-wal-dir`) instead of its data directory. */
+  isWalOutside?: boolean;
 }
 
 /** A running test cluster. */
@@ -72,6 +76,7 @@ export class Cluster {
       '--listen-metrics',
       `127.0.0.1:${member.metricsPort}`,
       ...peers,
+      ...(member.walDir === null ? [] : ['--storage-wal-dir', member.walDir]),
       ...this.args,
     ];
   }
@@ -214,6 +219,7 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
       peerPort: ports[i * 3 + 1],
       metricsPort: ports[i * 3 + 2],
       dataDir: join(root, region),
+      walDir: options.isWalOutside ? join(root, 'wal', region) : null,
       logPath: join(root, `${region}.log`),
       process: null,
       exited: null,

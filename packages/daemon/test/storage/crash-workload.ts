@@ -42,7 +42,7 @@ export async function openStorage(
   directory: string,
 ): Promise<{ db: Database; logStore: WalLogStore; machine: BlockStateMachine; close(): Promise<void> }> {
   const db = await openDatabase(join(directory, 'db'));
-  const { store: logStore } = await openRaftLog(directory, db, { segmentBytes: CRASH_SEGMENT_BYTES });
+  const { store: logStore } = await openRaftLog(join(directory, 'wal'), db, { segmentBytes: CRASH_SEGMENT_BYTES });
   const machine = await BlockStateMachine.open(db, { log: logStore });
   logStore.setStateBarrier((index) => machine.whenDurableThrough(index));
   return {

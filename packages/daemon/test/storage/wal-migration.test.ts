@@ -2,7 +2,8 @@
 // RaftLogStore) into the WAL at start-up: the WAL then holds the same hard state, snapshot and
 // entries, the old keys are gone, a second start does not migrate again, a migration interrupted
 // before the rename (a leftover wal.migrating/) is redone, and leftover old keys next to a complete
-// WAL are deleted without touching the WAL.
+// WAL are deleted without touching the WAL, and a WAL directory outside the data directory
+// (storage.wal_dir) is migrated into through its own sibling directory.
 import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -54,7 +55,7 @@ test('an old LevelDB Raft log is moved into the WAL: same state, old keys gone, 
   const { directory, hardState, snapshot } = await oldDataDirectory();
   const db = await openDatabase(join(directory, 'db'));
   t.true((await legacyKeys(db)) > 0);
-  const opened = await openRaftLog(directory, db, options);
+  const opened = await openRaftLog(join(directory, 'wal'), db, options);
   t.is(opened.migratedEntries, 150);
   const state = await opened.store.load();
   t.deepEqual(state.hardState, hardState);
@@ -65,7 +66,7 @@ test('an old LevelDB Raft log is moved into the WAL: same state, old keys gone, 
   t.false((await readdir(directory)).includes('wal.migrating'));
   await opened.store.append(range(201, 201, 3), null);
   await opened.store.close();
-  const again = await openRaftLog(directory, db, options);
+  const again = await openRaftLog(join(directory, 'wal'), db, options);
   t.is(again.migratedEntries, null, 'a second start finds the WAL and migrates nothing');
   t.is((await again.store.load()).entries.length, 151);
   await again.store.close();
@@ -80,7 +81,7 @@ test('a migration interrupted before the rename is redone; old keys left next to
   await mkdir(join(directory, 'wal.migrating'), { recursive: true });
   await writeFile(join(directory, 'wal.migrating', '0000000000000001.wal'), Buffer.alloc(1000, 7));
   await mkdir(join(directory, 'wal'), { recursive: true });
-  const opened = await openRaftLog(directory, db, options);
+  const opened = await openRaftLog(join(directory, 'wal'), db, options);
   t.is(opened.migratedEntries, 150);
   const state = await opened.store.load();
   t.deepEqual(state.snapshot, snapshot);
@@ -88,7 +89,7 @@ test('a migration interrupted before the rename is redone; old keys left next to
   await opened.store.close();
   // A crash after the rename but before the old keys were deleted: put one back.
   await db.put(Buffer.from([0x4c, 0x68]), Buffer.from([0x80]));
-  const next = await openRaftLog(directory, db, options);
+  const next = await openRaftLog(join(directory, 'wal'), db, options);
   t.is(next.migratedEntries, null, 'the complete WAL wins');
   t.is(await legacyKeys(db), 0, 'and the leftover key is deleted');
   t.is((await next.store.load()).entries.length, 150);
@@ -100,7 +101,7 @@ test('a migration interrupted before the rename is redone; old keys left next to
 test('a new data directory starts an empty WAL without migrating', async (t) => {
   const directory = await mkdtemp(join(tmpdir(), 'rdl-wal-migration-'));
   const db = await openDatabase(join(directory, 'db'));
-  const opened = await openRaftLog(directory, db, options);
+  const opened = await openRaftLog(join(directory, 'wal'), db, options);
   t.is(opened.migratedEntries, null);
   const state = await opened.store.load();
   t.deepEqual(state.entries, []);
@@ -108,4 +109,26 @@ test('a new data directory starts an empty WAL without migrating', async (t) => 
   await opened.store.close();
   await db.close();
   await rm(directory, { recursive: true, force: true });
+});
+
+test('with storage.wal_dir outside the data directory, the migration builds beside the WAL directory; without old keys no sibling is touched', async (t) => {
+  const { directory, hardState } = await oldDataDirectory();
+  const walParent = await mkdtemp(join(tmpdir(), 'rdl-wal-dir-'));
+  const walDirectory = join(walParent, 'gland');
+  const db = await openDatabase(join(directory, 'db'));
+  const opened = await openRaftLog(walDirectory, db, options);
+  t.is(opened.migratedEntries, 150);
+  t.deepEqual((await opened.store.load()).hardState, hardState);
+  await opened.store.close();
+  t.deepEqual(await readdir(walParent), ['gland'], 'built in gland.migrating, renamed to gland');
+  t.false((await readdir(directory)).includes('wal'), 'nothing in the data directory');
+  // Not ours unless old keys call for a migration: a sibling with the migration's name stays.
+  await mkdir(`${walDirectory}.migrating`);
+  const next = await openRaftLog(walDirectory, db, options);
+  t.is(next.migratedEntries, null);
+  t.true((await readdir(walParent)).includes('gland.migrating'));
+  await next.store.close();
+  await db.close();
+  await rm(directory, { recursive: true, force: true });
+  await rm(walParent, { recursive: true, force: true });
 });

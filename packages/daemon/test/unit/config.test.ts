@@ -247,3 +247,32 @@ test('api.request_bytes_max below the largest Io message the SDK sends is reject
     problems.join(' | '),
   );
 });
+
+test('storage.wal_dir: <data_dir>/wal unless set; relative paths resolve; overlaps with data_dir are rejected', (t) => {
+  const base = { RDL_REGION: 'a', RDL_DATA_DIR: '/var/lib/rdl/a' };
+  t.is(loadConfig({ env: base }).storage.walDir, '/var/lib/rdl/a/wal');
+  t.is(loadConfig({ env: { ...base, RDL_STORAGE_WAL_DIR: '' } }).storage.walDir, '/var/lib/rdl/a/wal');
+  t.is(loadConfig({ env: { ...base, RDL_STORAGE_WAL_DIR: '/srv/wal/a' } }).storage.walDir, '/srv/wal/a');
+  t.is(
+    loadConfig({ flags: parseArgs(['--storage-wal-dir', 'wal/a']), env: base, cwd: '/srv' }).storage.walDir,
+    '/srv/wal/a',
+  );
+  t.is(loadConfig({ fileText: '[storage]\nwal_dir = "/x/w"', env: base }).storage.walDir, '/x/w');
+  for (const [walDir, message] of [
+    ['/var/lib/rdl/a', /must not be data_dir itself or inside <data_dir>\/db/],
+    ['/var/lib/rdl/a/db', /must not be data_dir itself or inside <data_dir>\/db/],
+    ['/var/lib/rdl/a/db/wal', /must not be data_dir itself or inside <data_dir>\/db/],
+    ['/var/lib/rdl', /must not contain data_dir/],
+  ] as const) {
+    const error = t.throws(() => loadConfig({ env: { ...base, RDL_STORAGE_WAL_DIR: walDir } }));
+    t.is((error as { code?: string }).code, 'DAEMON_CONFIG_INVALID', walDir);
+    t.regex(error!.message, message, walDir);
+  }
+  // Siblings whose names merely start like the data directory are fine.
+  t.is(
+    loadConfig({ env: { ...base, RDL_STORAGE_WAL_DIR: '/var/lib/rdl/a-wal' } }).storage.walDir,
+    '/var/lib/rdl/a-wal',
+  );
+  const wrongType = t.throws(() => loadConfig({ fileText: '[storage]\nwal_dir = 3', env: base }));
+  t.regex(wrongType!.message, /storage\.wal_dir: expected a path or an empty string/);
+});
