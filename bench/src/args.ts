@@ -1,3 +1,4 @@
+import { resolve as resolvePath } from 'node:path';
 import { Command, CommanderError, InvalidArgumentError } from 'commander';
 
 import { BenchError } from './errors.js';
@@ -43,6 +44,12 @@ export interface BenchOptions {
   readonly volumeBytes: number;
   /** Keep the temporary data directories and logs after the run (for debugging). */
   readonly isKeepData: boolean;
+  /**
+   * `--wal-dir`: an absolute directory under which each run's daemons keep their write-ahead logs
+   * (rdld's `storage.wal_dir`, etcd's `--wal-dir`), e.g. on a second device; null keeps each WAL in
+   * its data directory.
+   */
+  readonly walRoot: string | null;
   /** Most operations one workload issues, whatever its duration (a bound on every loop). */
   readonly opsMax: number;
 }
@@ -187,6 +194,10 @@ export function buildProgram(): Command {
       positiveInteger,
     )
     .option('--keep-data', 'keep temporary data directories and logs', false)
+    .option(
+      '--wal-dir <dir>',
+      "keep every daemon's write-ahead log (rdld's storage.wal_dir, etcd's --wal-dir) in a temporary directory under <dir>, e.g. on another device, instead of in its data directory",
+    )
     .exitOverride()
     .configureOutput({ writeErr: () => undefined, writeOut: (s) => process.stdout.write(s) });
 }
@@ -220,6 +231,7 @@ export function parseArgs(argv: readonly string[]): BenchOptions {
     rtt?: string;
     volumeMib?: number;
     keepData: boolean;
+    walDir?: string;
   }>();
   const isQuick = raw.quick;
   const only =
@@ -231,6 +243,9 @@ export function parseArgs(argv: readonly string[]): BenchOptions {
           .filter((s) => s !== '');
   if (only !== null && only.length === 0) {
     throw new BenchError('BENCH_ARGS_INVALID', '--only is empty');
+  }
+  if (raw.walDir !== undefined && raw.walDir.trim() === '') {
+    throw new BenchError('BENCH_ARGS_INVALID', '--wal-dir is empty');
   }
   const volumeMib = raw.volumeMib ?? defaults.volumeMib;
   return Object.freeze({
@@ -245,6 +260,7 @@ export function parseArgs(argv: readonly string[]): BenchOptions {
     rtt: raw.rtt === undefined ? null : Object.freeze(parseRtt(raw.rtt)),
     volumeBytes: volumeMib * 1024 * 1024,
     isKeepData: raw.keepData,
+    walRoot: raw.walDir === undefined ? null : resolvePath(raw.walDir),
     opsMax: defaults.opsMax,
   });
 }

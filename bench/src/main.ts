@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { accessSync, constants as fsConstants, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
 
@@ -187,6 +187,25 @@ async function main(): Promise<number> {
     process.stderr.write(`bench: ${describeError(err)}\n`);
     return 2;
   }
+  // rdld reads it from the environment the bench passes on: all three daemons would get one WAL
+  // directory, and the binding would refuse two of them (DAEMON_WAL_MISMATCH).
+  if (process.env.RDL_STORAGE_WAL_DIR !== undefined && process.env.RDL_STORAGE_WAL_DIR !== '') {
+    process.stderr.write(
+      'bench: BENCH_ARGS_INVALID: RDL_STORAGE_WAL_DIR would give the three daemons one WAL directory; use --wal-dir DIR (one directory per daemon under DIR)\n',
+    );
+    return 2;
+  }
+  if (options.walRoot !== null) {
+    try {
+      accessSync(options.walRoot, fsConstants.W_OK | fsConstants.X_OK);
+      if (!statSync(options.walRoot).isDirectory()) throw new Error('not a directory');
+    } catch (err) {
+      process.stderr.write(
+        `bench: BENCH_ARGS_INVALID: --wal-dir ${options.walRoot} is not a writable directory (${(err as Error).message})\n`,
+      );
+      return 2;
+    }
+  }
   const runners: SystemRunner[] = [etcdRunner, nbdkitRunner, rdlRunner];
   const figures = new Map<string, Figure[]>();
   const notes = new Map<string, Outcome>();
@@ -195,14 +214,23 @@ async function main(): Promise<number> {
   const machine = describeMachine();
   // The disk's own fdatasync speed right now: every durable figure below is bounded by it.
   let disk: DiskProbe | null = null;
+  // With --wal-dir, the WALs' device too: their flushes are what every acknowledgement waits for.
+  let walDisk: DiskProbe | null = null;
   if (isInstalled('fio')) {
-    const probeDir = mkdtempSync(join(os.tmpdir(), 'rdl-bench-disk-'));
-    try {
-      disk = await probeDisk(probeDir, options.isQuick ? 1000 : 3000);
-    } catch (err) {
-      process.stderr.write(`bench: disk probe failed: ${describeError(err)}\n`);
-    } finally {
-      rmSync(probeDir, { recursive: true, force: true });
+    for (const [root, what] of [
+      [os.tmpdir(), 'disk'],
+      ...(options.walRoot === null ? [] : [[options.walRoot, 'WAL disk']]),
+    ] as const) {
+      const probeDir = mkdtempSync(join(root, 'rdl-bench-disk-'));
+      try {
+        const probe = await probeDisk(probeDir, options.isQuick ? 1000 : 3000);
+        if (what === 'disk') disk = probe;
+        else walDisk = probe;
+      } catch (err) {
+        process.stderr.write(`bench: ${what} probe failed: ${describeError(err)}\n`);
+      } finally {
+        rmSync(probeDir, { recursive: true, force: true });
+      }
     }
   }
   const missingFlags = missingNodeFlags(process.execArgv, BENCH_NODE_FLAGS);
@@ -250,16 +278,31 @@ async function main(): Promise<number> {
       if (workloads.length === 0) return;
     }
     const workDir = mkdtempSync(join(os.tmpdir(), `rdl-bench-${runner.system}-`));
-    const untrack = options.isKeepData ? () => true : trackTempDir(workDir);
+    // nbdkit has no log of its own: only the consensus systems get a WAL directory.
+    const walDir =
+      options.walRoot === null || runner.system === 'nbdkit'
+        ? null
+        : mkdtempSync(join(options.walRoot, `rdl-bench-${runner.system}-wal-`));
+    const untrackWork = options.isKeepData ? () => true : trackTempDir(workDir);
+    const untrackWal = options.isKeepData || walDir === null ? () => true : trackTempDir(walDir);
+    const untrack = (): void => {
+      untrackWork();
+      untrackWal();
+    };
+    const removeDirectories = (): void => {
+      if (options.isKeepData) return;
+      rmSync(workDir, { recursive: true, force: true });
+      if (walDir !== null) rmSync(walDir, { recursive: true, force: true });
+    };
     let running: RunningSystem;
     try {
-      running = await runner.start({ workDir, volumeBytes: options.volumeBytes, rtt, ...needs });
+      running = await runner.start({ workDir, walDir, volumeBytes: options.volumeBytes, rtt, ...needs });
     } catch (err) {
       process.stderr.write(`bench: ${runner.system}: failed to start: ${describeError(err)}\n`);
       for (const w of workloads) {
         notes.set(w.name + suffix, { status: 'failed', reason: `start: ${describeError(err).split('\n')[0]}` });
       }
-      if (!options.isKeepData) rmSync(workDir, { recursive: true, force: true });
+      removeDirectories();
       untrack();
       return;
     }
@@ -278,8 +321,11 @@ async function main(): Promise<number> {
       }
     } finally {
       await running.stop();
-      if (options.isKeepData) process.stderr.write(`bench: ${runner.system}: data and logs kept in ${workDir}\n`);
-      else rmSync(workDir, { recursive: true, force: true });
+      if (options.isKeepData) {
+        const wal = walDir === null ? '' : ` (WALs in ${walDir})`;
+        process.stderr.write(`bench: ${runner.system}: data and logs kept in ${workDir}${wal}\n`);
+      }
+      removeDirectories();
       untrack();
     }
   };
@@ -326,10 +372,14 @@ async function main(): Promise<number> {
     `\nMachine: ${machine.cpus} CPUs (${machine.cpuModel}), ${machine.memoryGiB} GiB, ${machine.tmpFilesystem} on ${machine.tmpDevice}, load average ${machine.loadAverage1mAtStart} at start, bench node flags ${machine.nodeFlags}; ` +
       `${options.runs} run(s), median shown, spread = half the min-max range of ops/s.\n`,
   );
-  if (disk !== null) {
+  for (const [probe, what] of [
+    [disk, 'Disk'],
+    [walDisk, `WAL disk (--wal-dir ${options.walRoot})`],
+  ] as const) {
+    if (probe === null) continue;
     out.write(
-      `Disk at start: ${formatCount(disk.writesPerSecond)} 4 KiB writes/s with fdatasync after each ` +
-        `(flush p50 ${(disk.flushP50Us / 1000).toFixed(2)} ms, p99 ${(disk.flushP99Us / 1000).toFixed(2)} ms).\n`,
+      `${what} at start: ${formatCount(probe.writesPerSecond)} 4 KiB writes/s with fdatasync after each ` +
+        `(flush p50 ${(probe.flushP50Us / 1000).toFixed(2)} ms, p99 ${(probe.flushP99Us / 1000).toFixed(2)} ms).\n`,
     );
   }
   for (const [system, description] of descriptions) out.write(`- ${system}: ${description}\n`);
@@ -341,6 +391,7 @@ async function main(): Promise<number> {
       options,
       machine,
       disk,
+      walDisk,
       systems: Object.fromEntries(descriptions),
       workloads: Object.fromEntries(
         [...outcomes].map(([name, outcome]) => [name, { ...outcome, runs: figures.get(name) ?? [] }]),

@@ -29,6 +29,8 @@ export interface RunningSystem {
 /** Context a system is started in. */
 export interface StartContext {
   readonly workDir: string;
+  /** Where the system's daemons keep their write-ahead logs (`--wal-dir`), or null for their data directories. */
+  readonly walDir: string | null;
   readonly volumeBytes: number;
   /** Emulated region round trips (rdl only; the peers run on plain loopback). */
   readonly rtt: readonly RttPair[] | null;
@@ -55,7 +57,7 @@ export const etcdRunner: SystemRunner = {
   system: 'etcd',
   unavailableReason: () => (isInstalled('etcd') ? null : 'etcd not installed'),
   async start(context) {
-    const cluster = await startEtcdCluster(context.workDir);
+    const cluster = await startEtcdCluster(context.workDir, context.walDir);
     const kv = new EtcdKv(cluster.leaderEndpoint);
     return {
       serverPids: cluster.processes.map((p) => p.pid),

@@ -146,7 +146,11 @@ export interface EtcdCluster {
  * before, each with a fresh data directory under `workDir`, waits for a leader, and returns the
  * cluster. Member logs go to `workDir/etcd-<n>.log`.
  */
-export async function startEtcdCluster(workDir: string, timeoutMs = 30_000): Promise<EtcdCluster> {
+export async function startEtcdCluster(
+  workDir: string,
+  walDir: string | null = null,
+  timeoutMs = 30_000,
+): Promise<EtcdCluster> {
   const ports = await freePorts(6);
   const names = ['etcd-1', 'etcd-2', 'etcd-3'];
   const clientPorts = ports.slice(0, 3);
@@ -167,6 +171,7 @@ export async function startEtcdCluster(workDir: string, timeoutMs = 30_000): Pro
           [
             `--name=${names[i]}`,
             `--data-dir=${dataDir}`,
+            ...(walDir === null ? [] : [`--wal-dir=${join(walDir, names[i])}`]),
             `--listen-client-urls=http://127.0.0.1:${clientPorts[i]}`,
             `--advertise-client-urls=http://127.0.0.1:${clientPorts[i]}`,
             `--listen-peer-urls=http://127.0.0.1:${peerPorts[i]}`,

@@ -41,6 +41,7 @@ export function rdldArgs(
   dataDir: string,
   ports: ReadonlyMap<Region, { client: number; peer: number; metrics: number }>,
   rtt: readonly RttPair[] | null,
+  walDir: string | null = null,
 ): string[] {
   const own = ports.get(region)!;
   const args = [
@@ -57,6 +58,7 @@ export function rdldArgs(
     '--log-level',
     'warn',
   ];
+  if (walDir !== null) args.push('--storage-wal-dir', walDir);
   for (const other of regions) {
     if (other === region) continue;
     const p = ports.get(other)!;
@@ -83,12 +85,13 @@ function httpStatus(port: number, path: string): Promise<number> {
 
 /**
  * Starts geneva, gland and lucerne as real `node packages/daemon/dist/src/main.js` processes with
- * fresh data directories under `workDir` and ports reserved just before, and waits until all three
+ * fresh data directories under `workDir` (and, with `walRoot`, their WALs under it) and ports reserved just before, and waits until all three
  * answer `GET /readyz` with 200 (a leader is known and each has applied what it knows committed).
  */
 export async function startRdlCluster(
   workDir: string,
   rtt: readonly RttPair[] | null,
+  walRoot: string | null = null,
   timeoutMs = 60_000,
 ): Promise<RdlCluster> {
   if (!existsSync(rdldMainPath)) throw new Error(`rdld is not built: ${rdldMainPath} is missing`);
@@ -114,7 +117,7 @@ export async function startRdlCluster(
           ...RDLD_NODE_FLAGS,
           ...(process.env.RDL_BENCH_NODE_ARGS ?? '').split(' ').filter((s) => s !== ''),
           rdldMainPath,
-          ...rdldArgs(region, dataDir, ports, rtt),
+          ...rdldArgs(region, dataDir, ports, rtt, walRoot === null ? null : join(walRoot, `rdld-${region}`)),
         ],
         join(workDir, `rdld-${region}.log`),
         // rdld's own environment, unless the bench's sets the variable (GLIBC_TUNABLES= for glibc's defaults).

@@ -23,7 +23,7 @@ export const rdlRunner: SystemRunner = {
   unavailableReason: () => null,
   async start(context) {
     if (!existsSync(rdldMainPath)) throw new Error(`rdld is not built (${rdldMainPath} missing): run npm run build`);
-    const cluster = await startRdlCluster(context.workDir, context.rtt);
+    const cluster = await startRdlCluster(context.workDir, context.rtt, context.walDir);
     const stops: Array<() => Promise<void>> = [() => cluster.stop()];
     const stop = async (): Promise<void> => {
       for (const s of stops.reverse()) await s().catch(() => undefined);

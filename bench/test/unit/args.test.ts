@@ -4,6 +4,7 @@
 import test from 'ava';
 
 import { oneWayDelaysMs, parseArgs, parseDurationMs, parseRtt, rttBetweenMs } from '../../src/args.js';
+import { rdldArgs } from '../../src/rdl/cluster.js';
 import { rows, selectWorkloads, workloadsOf } from '../../src/workloads.js';
 
 const codeOf = (err: unknown): string | undefined => (err as { code?: string } | undefined)?.code;
@@ -121,4 +122,23 @@ test('--only: an rdl workload or group keeps its peer; rdl/peer groups select on
   t.is(selectWorkloads(null, false).size, rows.length);
   t.is(codeOf(t.throws(() => selectWorkloads(['peers'], false))), 'BENCH_ARGS_INVALID');
   t.is(codeOf(t.throws(() => selectWorkloads(['sdk-write-4k-qd3']))), 'BENCH_ARGS_INVALID');
+});
+
+test('--wal-dir resolves to an absolute directory and reaches rdld as --storage-wal-dir; empty is rejected', (t) => {
+  t.is(parseArgs([]).walRoot, null);
+  t.is(parseArgs(['--wal-dir', '/mnt/wal']).walRoot, '/mnt/wal');
+  t.is(parseArgs(['--wal-dir', 'wal']).walRoot, `${process.cwd()}/wal`);
+  t.is(codeOf(t.throws(() => parseArgs(['--wal-dir', ' ']))), 'BENCH_ARGS_INVALID');
+  const ports = new Map(
+    (['geneva', 'gland', 'lucerne'] as const).map((region, i) => [
+      region,
+      { client: i, peer: 10 + i, metrics: 20 + i },
+    ]),
+  );
+  const withWal = rdldArgs('gland', '/d/gland', ports, null, '/mnt/wal/rdld-gland');
+  t.deepEqual(withWal.slice(withWal.indexOf('--storage-wal-dir'), withWal.indexOf('--storage-wal-dir') + 2), [
+    '--storage-wal-dir',
+    '/mnt/wal/rdld-gland',
+  ]);
+  t.false(rdldArgs('gland', '/d/gland', ports, null).includes('--storage-wal-dir'));
 });
