@@ -5,6 +5,7 @@
  * HTTP endpoint. `Daemon.start` brings them up in dependency order and tears down whatever it had
  * opened if a later step fails; `stop` takes them down in reverse order.
  */
+import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Server } from '@grpc/grpc-js';
 import { GRPC_SERVER_OPTIONS } from '@rdl/client/wire';
@@ -198,14 +199,21 @@ export class Daemon {
       if (opened.migratedEntries !== null) {
         log.info({ entries: opened.migratedEntries }, 'moved the Raft log from LevelDB to the WAL');
       }
+      metrics.setStorageDirectories({ data: config.dataDir, wal: config.storage.walDir });
       // Before anything reads the WAL: refuse one that is not this data directory's.
       const binding = await bindWal(db, config.storage.walDir, {
         region: config.region,
         dataDirectory: config.dataDir,
       });
+      // Whether the WAL has a device of its own (docs/operations.md "The WAL on a device of its own").
+      const [walStat, dataStat] = await Promise.all([stat(config.storage.walDir), stat(config.dataDir)]);
       walLog.info(
-        { walDir: config.storage.walDir, binding },
-        binding.status === 'verified' ? 'WAL binding verified' : `WAL bound to this data directory (${binding.status})`,
+        { walDir: config.storage.walDir, binding, isWalOnOwnDevice: walStat.dev !== dataStat.dev },
+        {
+          verified: 'WAL binding verified',
+          bound: 'WAL bound to this data directory (new binding)',
+          completed: 'WAL binding completed (an earlier start stopped between its two writes)',
+        }[binding.status],
       );
       blocks = await BlockStateMachine.open(db, { log: logStore });
     } catch (err) {

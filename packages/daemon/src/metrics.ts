@@ -3,6 +3,7 @@
  * What an operator watches: commit, fsync and apply latency; leader changes and term; commit and
  * applied index; per-follower lag; bytes in flight (API and peer queues); IO per volume.
  */
+import { statfs } from 'node:fs/promises';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { HistogramConfiguration, LabelValues } from 'prom-client';
 
@@ -210,6 +211,7 @@ export class DaemonMetrics {
   private raftSource: (() => RaftGaugeSource | null) | null = null;
   private transportSource: (() => TransportGaugeSource) | null = null;
   private storageSource: (() => StorageGaugeSource | null) | null = null;
+  private storageDirectories: { readonly data: string; readonly wal: string } | null = null;
 
   constructor(options: { region: string; isDefaultMetricsEnabled?: boolean }) {
     const registry = this.registry;
@@ -426,6 +428,43 @@ export class DaemonMetrics {
       "Nice value of LevelDB's compaction thread (storage.compaction_nice while it keeps up; the daemon's own while level 0 backs up).",
       (s) => s.compactionNice,
     );
+    // A statfs per directory and gauge at scrape time; a directory that cannot be read (removed,
+    // say) is left out rather than reported as 0 bytes free.
+    const fileSystems = async (): Promise<{ dir: 'data' | 'wal'; available: number; capacity: number }[]> => {
+      const directories = this.storageDirectories;
+      if (directories === null) return [];
+      const results = await Promise.all(
+        (['data', 'wal'] as const).map(async (dir) => {
+          try {
+            const stats = await statfs(directories[dir]);
+            return { dir, available: stats.bavail * stats.bsize, capacity: stats.blocks * stats.bsize };
+          } catch {
+            return null;
+          }
+        }),
+      );
+      return results.filter((r) => r !== null);
+    };
+    new Gauge<'dir'>({
+      name: 'rdl_storage_available_bytes',
+      help: 'Bytes available to rdld on the file system of the data directory (dir="data") and of the WAL directory (dir="wal", storage.wal_dir).',
+      labelNames: ['dir'],
+      registers: [registry],
+      async collect() {
+        this.reset();
+        for (const fs of await fileSystems()) this.set({ dir: fs.dir }, fs.available);
+      },
+    });
+    new Gauge<'dir'>({
+      name: 'rdl_storage_capacity_bytes',
+      help: 'Size of the file system of the data directory (dir="data") and of the WAL directory (dir="wal").',
+      labelNames: ['dir'],
+      registers: [registry],
+      async collect() {
+        this.reset();
+        for (const fs of await fileSystems()) this.set({ dir: fs.dir }, fs.capacity);
+      },
+    });
     let lastBoosts = 0;
     new Counter({
       name: 'rdl_leveldb_compaction_boosts_total',
@@ -437,6 +476,16 @@ export class DaemonMetrics {
         if (s) lastBoosts = s.compactionBoosts;
       },
     });
+  }
+
+  /**
+   * Reports the file systems holding the data directory and the WAL directory (statfs at scrape
+   * time) as `rdl_storage_available_bytes{dir}` and `rdl_storage_capacity_bytes{dir}`. With
+   * `storage.wal_dir` on a device of its own, the WAL can fill up on its own: a full WAL device
+   * fails every write's fsync (DAEMON_STORAGE_FAILED).
+   */
+  setStorageDirectories(directories: { readonly data: string; readonly wal: string }): void {
+    this.storageDirectories = directories;
   }
 
   /** Sets the function read at scrape time for the LevelDB compaction gauges. */

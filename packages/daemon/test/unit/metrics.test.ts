@@ -2,7 +2,11 @@
 // (observe updates prom-client's record in place) against a plain Histogram fed the same seeded
 // observations, with and without labels, on bucket bounds, above the last bucket, and across
 // reset/zero/remove; and the pull counters (transport totals read at scrape) adding only what
-// each peer gained since the previous scrape.
+// each peer gained since the previous scrape; and the storage gauges reading statfs of the data and
+// WAL directories at scrape time.
+import { mkdirSync, mkdtempSync, rmSync, statfsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import test from 'ava';
 import { Histogram, Registry } from 'prom-client';
 import { DaemonMetrics, FastHistogram } from '../../src/metrics.js';
@@ -99,4 +103,35 @@ test('peer message counters add what each peer gained since the previous scrape'
   // A new transport (totals back to small numbers) adds its whole total, the counter never goes back.
   totals.sent.gland = 2;
   t.is(await read('rdl_peer_messages_sent_total', 'gland'), 14);
+});
+
+test('storage gauges report statfs of the data and WAL directories, and leave out one that cannot be read', async (t) => {
+  const root = mkdtempSync(join(tmpdir(), 'rdl-metrics-'));
+  try {
+    const metrics = new DaemonMetrics({ region: 'geneva', isDefaultMetricsEnabled: false });
+    const before = await metrics.registry.metrics();
+    t.notRegex(before, /rdl_storage_available_bytes\{/, 'nothing before the directories are known');
+    mkdirSync(join(root, 'data'));
+    mkdirSync(join(root, 'wal'));
+    metrics.setStorageDirectories({ data: join(root, 'data'), wal: join(root, 'wal') });
+    const expected = statfsSync(root);
+    const text = await metrics.registry.metrics();
+    for (const dir of ['data', 'wal']) {
+      const available = Number(
+        new RegExp(`rdl_storage_available_bytes\\{dir="${dir}",region="geneva"\\} (\\d+)`).exec(text)?.[1],
+      );
+      const capacity = Number(
+        new RegExp(`rdl_storage_capacity_bytes\\{dir="${dir}",region="geneva"\\} (\\d+)`).exec(text)?.[1],
+      );
+      t.is(capacity, expected.blocks * expected.bsize, `${dir} capacity`);
+      // Other processes write to the same file system meanwhile: within 1 GiB of the reading above.
+      t.true(Math.abs(available - expected.bavail * expected.bsize) < 2 ** 30, `${dir} available ${available}`);
+    }
+    rmSync(join(root, 'wal'), { recursive: true });
+    const after = await metrics.registry.metrics();
+    t.regex(after, /rdl_storage_available_bytes\{dir="data"/);
+    t.notRegex(after, /rdl_storage_available_bytes\{dir="wal"/, 'a missing directory is left out, not 0');
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
 });
