@@ -45,7 +45,10 @@ export function buildFioArgs(job: FioJob, uri: string, timing: FioTiming, output
     '--output-format=json',
     `--output=${outputPath}`,
   ];
-  if (isWriteJob(job)) args.push('--fsync=1');
+  // New random bytes for every write (fio otherwise fills its buffers once and only scrambles a few
+  // bytes per IO): rdl's LevelDB compresses its table blocks, and repeated payloads would shrink
+  // them several times over where a real volume's blocks would not (see PayloadSource).
+  if (isWriteJob(job)) args.push('--fsync=1', '--refill_buffers=1');
   return args;
 }
 

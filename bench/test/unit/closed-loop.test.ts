@@ -1,11 +1,12 @@
 // Proves the closed loop's bookkeeping with an in-memory operation (no server, no timing
 // assertions): never more than `concurrency` requests in flight, the `opsMax` bound, failures
 // counted by code with an early stop at `errorsMax`, and the seeded offsets staying inside the
-// volume and block-aligned.
+// volume and block-aligned; write payloads differ from write to write and do not compress.
 import test from 'ava';
 
 import { figureOf, runClosedLoop } from '../../src/closed-loop.js';
-import { offsetOf, payloadOf } from '../../src/loop-workload.js';
+import { deflateRawSync } from 'node:zlib';
+import { PayloadSource, offsetOf, payloadOf } from '../../src/loop-workload.js';
 import { SeededRandom } from '../../src/rng.js';
 import type { LoopWorkload } from '../../src/workloads.js';
 
@@ -88,4 +89,22 @@ test('offsets are aligned, inside the volume, reproducible from the seed; sequen
   t.is(codeOf(t.throws(() => offsetOf(sequential, 1000, 0, 0, a))), 'BENCH_ARGS_INVALID');
   t.deepEqual(payloadOf(4096, 1), payloadOf(4096, 1));
   t.notDeepEqual(payloadOf(4096, 1), payloadOf(4096, 2));
+});
+
+test('write payloads differ from write to write, do not compress together, and are reproducible', (t) => {
+  const next = (source: PayloadSource, rng: SeededRandom, n: number): Buffer[] =>
+    Array.from({ length: n }, () => Buffer.from(source.next(rng)));
+  const payloads = next(new PayloadSource(4096, 7), new SeededRandom(1), 64);
+  t.true(payloads.every((p) => p.length === 4096));
+  t.is(new Set(payloads.map((p) => p.toString('hex'))).size, 64, 'no two alike');
+  // Four in a row, as four values in one of LevelDB's 16 KiB table blocks: one payload repeated
+  // would deflate to about a quarter; distinct random ones not at all.
+  for (let i = 0; i < 64; i += 4) {
+    const block = Buffer.concat(payloads.slice(i, i + 4));
+    t.true(deflateRawSync(block).length > 0.99 * block.length, `payloads ${i}..${i + 3} compress`);
+  }
+  t.true(deflateRawSync(Buffer.concat(Array(4).fill(payloads[0]))).length < 0.3 * 4 * 4096, 'the check would notice');
+  t.deepEqual(next(new PayloadSource(4096, 7), new SeededRandom(1), 64), payloads);
+  const large = new PayloadSource(1024 * 1024, 7).next(new SeededRandom(2));
+  t.is(large.length, 1024 * 1024);
 });

@@ -1,5 +1,5 @@
 // Proves the fio integration's pure parts: the command line (nbd engine, flush after every write,
-// ramp time, JSON output) and the parsing of fio's JSON, including the log line fio's nbd engine
+// new random bytes for every write, ramp time, JSON output) and the parsing of fio's JSON, including the log line fio's nbd engine
 // prints before it, the disk probe's fdatasync figures, and BENCH_FIO_OUTPUT_INVALID on output
 // that is not fio's.
 import test from 'ava';
@@ -21,6 +21,7 @@ test('the command line asks fio for the nbd engine, a flush after every write, a
     '--bs=4096',
     '--iodepth=32',
     '--fsync=1',
+    '--refill_buffers=1',
     '--ramp_time=1000ms',
     '--runtime=3000ms',
     '--output-format=json',
