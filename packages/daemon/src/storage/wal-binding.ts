@@ -34,6 +34,7 @@ import { dirname, join } from 'node:path';
 import type { Database } from './database.js';
 import { StorageErrorCode, storageError } from './errors.js';
 import { segmentSeqOf } from './wal-format.js';
+import { nodeWalFileSystem } from './wal-io.js';
 
 /** LevelDB key of the binding record (outside the state machine's `S`/`G` keys and the legacy `L` log). */
 export const WAL_BINDING_KEY = Buffer.from('WAL-binding');
@@ -114,15 +115,6 @@ async function walHasSegments(walDirectory: string): Promise<boolean> {
   }
 }
 
-async function syncDirectory(directory: string): Promise<void> {
-  const handle = await open(directory, 'r');
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-}
-
 /**
  * Creates `<walDirectory>/rdl-wal.json` holding `binding`, durably, unless the name exists:
  * returns the binding the file holds afterwards (`binding` itself, or whoever was first).
@@ -131,7 +123,7 @@ async function createWalBindingFile(walDirectory: string, binding: WalBinding): 
   const created = await mkdir(walDirectory, { recursive: true });
   // A new directory's own entry must be durable in its parent, or a power loss can take the
   // directory (and the binding file in it) away after the start-up that made it.
-  if (created !== undefined) await syncDirectory(dirname(created));
+  if (created !== undefined) await nodeWalFileSystem.syncDirectory(dirname(created));
   const path = join(walDirectory, WAL_BINDING_FILE);
   const temporary = `${path}.${binding.id}.new`;
   const handle = await open(temporary, 'w');
@@ -148,7 +140,7 @@ async function createWalBindingFile(walDirectory: string, binding: WalBinding): 
   } finally {
     await unlink(temporary);
   }
-  await syncDirectory(walDirectory);
+  await nodeWalFileSystem.syncDirectory(walDirectory);
   return (await readWalBinding(walDirectory)) ?? binding;
 }
 

@@ -96,3 +96,20 @@ export function blockPattern(block: number, salt = 0): Buffer {
   for (let i = 0; i < bytes.length; i++) bytes[i] = (block * 31 + i * 7 + salt) & 0xff;
   return bytes;
 }
+
+/**
+ * The exactly-once write of block `block` of volume `v` (its `blockPattern`) as sequence number
+ * `seq` of `session`, acknowledging everything below it: what the writer tests send and retry.
+ */
+export function blockWrite(block: number, session: string, seq: number): Omit<IoRequest, 'id'> {
+  return {
+    op: 'write',
+    volume: 'v',
+    offset: block * 4096,
+    length: 4096,
+    data: blockPattern(block),
+    session,
+    seq,
+    ackedBelow: seq,
+  };
+}

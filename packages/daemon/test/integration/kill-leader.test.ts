@@ -8,7 +8,7 @@ import test from 'ava';
 import { startCluster } from '../helpers/cluster.js';
 import type { Cluster } from '../helpers/cluster.js';
 import { sessionId } from '../helpers/block-client.js';
-import { LeaderTracker, RetryingClient, blockPattern } from '../helpers/writer.js';
+import { LeaderTracker, RetryingClient, blockPattern, blockWrite } from '../helpers/writer.js';
 import { waitFor } from '../helpers/ports.js';
 
 let cluster: Cluster;
@@ -39,17 +39,7 @@ test.serial('kill -9 the leader mid-stream: every acknowledged write survives; t
     try {
       for (let i = 0; i < BLOCKS_PER_WRITER; i++) {
         const block = w * BLOCKS_PER_WRITER + i;
-        const seq = i + 1;
-        await client.send({
-          op: 'write',
-          volume: 'v',
-          offset: block * 4096,
-          length: 4096,
-          data: blockPattern(block),
-          session: sessionId(1000 + w),
-          seq,
-          ackedBelow: seq,
-        });
+        await client.send(blockWrite(block, sessionId(1000 + w), i + 1));
         acknowledged.add(block);
         // Kill the leader once a third of the writes are in, while the others keep streaming.
         if (killed === null && acknowledged.size >= (WRITERS * BLOCKS_PER_WRITER) / 3) {

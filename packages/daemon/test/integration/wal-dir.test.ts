@@ -9,7 +9,7 @@ import test from 'ava';
 import { startCluster } from '../helpers/cluster.js';
 import type { Cluster } from '../helpers/cluster.js';
 import { sessionId } from '../helpers/block-client.js';
-import { LeaderTracker, RetryingClient, blockPattern } from '../helpers/writer.js';
+import { LeaderTracker, RetryingClient, blockPattern, blockWrite } from '../helpers/writer.js';
 import { waitFor } from '../helpers/ports.js';
 import { WAL_BINDING_FILE } from '../../src/storage/wal-binding.js';
 
@@ -64,16 +64,7 @@ test.serial(
         try {
           for (let i = 0; i < BLOCKS_PER_WRITER; i++) {
             const block = w * BLOCKS_PER_WRITER + i;
-            await client.send({
-              op: 'write',
-              volume: 'v',
-              offset: block * 4096,
-              length: 4096,
-              data: blockPattern(block),
-              session: sessionId(2000 + w),
-              seq: i + 1,
-              ackedBelow: i + 1,
-            });
+            await client.send(blockWrite(block, sessionId(2000 + w), i + 1));
             acknowledged.add(block);
             if (killed === null && acknowledged.size >= BLOCKS / 3) {
               killed = await tracker.current();
