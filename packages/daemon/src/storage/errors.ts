@@ -37,3 +37,21 @@ export type StorageErrorCode = (typeof StorageErrorCode)[keyof typeof StorageErr
 export function storageError(code: StorageErrorCode, message: string, cause?: unknown): DaemonError {
   return new DaemonError(code, message, cause === undefined ? undefined : { cause });
 }
+
+/** Errno codes that say a directory cannot be used at all (as opposed to a failing disk). */
+const UNUSABLE_DIRECTORY_CODES = new Set(['EACCES', 'EPERM', 'ENOTDIR', 'EROFS', 'EEXIST', 'EISDIR']);
+
+/**
+ * `DAEMON_DATA_DIR_UNWRITABLE` naming the WAL's directory (`storage.wal_dir`) when `cause` says it
+ * cannot be read, created or written (permissions, a file in its path, a read-only file system);
+ * null for other failures.
+ */
+export function walDirectoryUnusable(walDirectory: string, cause: unknown): DaemonError | null {
+  const code = (cause as { code?: unknown }).code;
+  if (typeof code !== 'string' || !UNUSABLE_DIRECTORY_CODES.has(code)) return null;
+  return storageError(
+    StorageErrorCode.DataDirUnwritable,
+    `the WAL directory ${walDirectory} (storage.wal_dir) cannot be read, created or written: ${(cause as Error).message}`,
+    cause,
+  );
+}

@@ -32,7 +32,7 @@ import { randomUUID } from 'node:crypto';
 import { link, mkdir, open, readFile, readdir, unlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Database } from './database.js';
-import { StorageErrorCode, storageError } from './errors.js';
+import { StorageErrorCode, storageError, walDirectoryUnusable } from './errors.js';
 import { segmentSeqOf } from './wal-format.js';
 import { nodeWalFileSystem } from './wal-io.js';
 
@@ -147,7 +147,8 @@ async function createWalBindingFile(walDirectory: string, binding: WalBinding): 
 /**
  * Checks (or creates) the binding between `db` and the WAL in `walDirectory`; see the module
  * comment for the rules. Rejects with `DAEMON_WAL_MISSING`, `DAEMON_WAL_MISMATCH`,
- * `DAEMON_STORAGE_CORRUPT` (an unreadable binding record) or `DAEMON_STORAGE_FAILED`.
+ * `DAEMON_STORAGE_CORRUPT` (an unreadable binding record), `DAEMON_DATA_DIR_UNWRITABLE` (the WAL
+ * directory cannot be read, created or written) or `DAEMON_STORAGE_FAILED`.
  */
 export async function bindWal(db: Database, walDirectory: string, options: BindWalOptions): Promise<WalBindingResult> {
   let inDatabase: WalBinding | null;
@@ -193,6 +194,8 @@ export async function bindWal(db: Database, walDirectory: string, options: BindW
 function wrap(error: unknown, walDirectory: string): Error {
   const code = (error as { code?: unknown }).code;
   if (typeof code === 'string' && code.startsWith('DAEMON_')) return error as Error;
+  const unusable = walDirectoryUnusable(walDirectory, error);
+  if (unusable !== null) return unusable;
   return storageError(
     StorageErrorCode.StorageFailed,
     `checking the WAL binding of ${walDirectory}: ${(error as Error).message}`,

@@ -14,7 +14,7 @@
  */
 import { dirname } from 'node:path';
 import type { Database } from './database.js';
-import { StorageErrorCode, storageError } from './errors.js';
+import { StorageErrorCode, storageError, walDirectoryUnusable } from './errors.js';
 import { RaftLogStore } from './raft-log-store.js';
 import { segmentSeqOf } from './wal-format.js';
 import { nodeWalFileSystem, type WalFileSystem } from './wal-io.js';
@@ -37,8 +37,9 @@ async function hasLegacyLog(db: Database): Promise<boolean> {
 
 /**
  * Returns the WAL store in `walDirectory` (not loaded yet: the Raft node calls `load`), migrating
- * an old LevelDB Raft log found in `db` first. Rejects with `DAEMON_WAL_MIGRATION_FAILED` when a
- * migration fails (the old log is kept; the next start retries).
+ * an old LevelDB Raft log found in `db` first. Rejects with `DAEMON_DATA_DIR_UNWRITABLE` when the
+ * WAL directory cannot be read (a file in its path, permissions), and with
+ * `DAEMON_WAL_MIGRATION_FAILED` when a migration fails (the old log is kept; the next start retries).
  */
 export async function openRaftLog(
   walDirectory: string,
@@ -48,8 +49,14 @@ export async function openRaftLog(
   const fs: WalFileSystem = options.fileSystem ?? nodeWalFileSystem;
   const migratingDirectory = `${walDirectory}.migrating`;
   let migratedEntries: number | null = null;
+  let names: string[];
   try {
-    const hasSegments = (await fs.list(walDirectory)).some((name) => segmentSeqOf(name) !== null);
+    names = await fs.list(walDirectory);
+  } catch (error) {
+    throw walDirectoryUnusable(walDirectory, error) ?? error;
+  }
+  try {
+    const hasSegments = names.some((name) => segmentSeqOf(name) !== null);
     if (await hasLegacyLog(db)) {
       if (!hasSegments) {
         // A leftover of a migration interrupted before its rename (only touched while old keys

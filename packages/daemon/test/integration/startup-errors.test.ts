@@ -1,7 +1,8 @@
 // Proves rdld's start-up failures are clear and coded, by spawning the real bin/rdld.js: a bad
 // config exits 2 with DAEMON_CONFIG_INVALID listing every problem; a port held by another process
 // exits 1 with DAEMON_PORT_IN_USE; a data directory that cannot be created exits 1 with
-// DAEMON_DATA_DIR_UNWRITABLE; a data directory in use by a running rdld exits 1 with
+// DAEMON_DATA_DIR_UNWRITABLE, and so does a WAL directory (storage.wal_dir) that cannot be read or
+// created; a data directory in use by a running rdld exits 1 with
 // DAEMON_DATA_DIR_LOCKED; SIGTERM stops a running daemon cleanly with exit 0; and rdld started as
 // `rdld` runs with RDLD_NODE_FLAGS and RDLD_ENVIRONMENT (its shebang) while one started without them warns.
 import test from 'ava';
@@ -137,6 +138,22 @@ async function logOfServing(
     .filter((line) => line.startsWith('{'))
     .map((line) => JSON.parse(line) as Record<string, unknown>);
 }
+
+test.serial(
+  'a WAL directory that cannot be read or created exits 1 with DAEMON_DATA_DIR_UNWRITABLE naming storage.wal_dir',
+  async (t) => {
+    const file = join(root, 'not-a-wal-dir');
+    writeFileSync(file, 'x');
+    for (const walDir of [file, join(file, 'wal')]) {
+      const args = await baseArgs('geneva');
+      args[args.indexOf('--data-dir') + 1] = join(root, `wal-unwritable-${walDir === file ? 'file' : 'below'}`);
+      const result = await run([...args, '--storage-wal-dir', walDir]);
+      t.is(result.code, 1, walDir);
+      t.regex(result.stderr, /DAEMON_DATA_DIR_UNWRITABLE: .*storage\.wal_dir/, walDir);
+      t.regex(result.stderr, new RegExp(walDir.replace(/[/.-]/g, '\\$&')), walDir);
+    }
+  },
+);
 
 test.serial(
   "rdld's shebang passes RDLD_NODE_FLAGS and RDLD_ENVIRONMENT; started without them it says what is missing",
