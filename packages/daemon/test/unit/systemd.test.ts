@@ -1,6 +1,7 @@
 // Proves the shipped systemd unit is valid and hardened: `systemd-analyze verify` accepts it with no
 // warning (a deliberately broken copy shows the check can fail), the hardening and readiness settings
-// are present, and the example /etc/rdl/geneva.toml loads through the real config loader.
+// are present, the example /etc/rdl/geneva.toml loads through the real config loader, and the
+// drop-in docs/operations.md gives for a WAL on its own device verifies with the unit.
 import test from 'ava';
 import { spawnSync } from 'node:child_process';
 import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -81,4 +82,23 @@ test('the example /etc/rdl/geneva.toml is a valid configuration', (t) => {
     config.peers.map((p) => p.id),
     ['gland', 'lucerne'],
   );
+});
+
+test("docs/operations.md's drop-in for a WAL device verifies with the unit, and its wal_dir loads", (t) => {
+  const operations = readFileSync(join(packageRoot, '../../docs/operations.md'), 'utf8');
+  const dropIn = /<<'UNIT'\n([\s\S]*?)\nUNIT\n/.exec(operations)?.[1];
+  t.truthy(dropIn, 'the drop-in heredoc is in operations.md');
+  t.regex(dropIn!, /^RequiresMountsFor=\/srv\/rdl-wal\/%i$/m);
+  t.regex(dropIn!, /^ReadWritePaths=\/srv\/rdl-wal\/%i$/m);
+  if (hasAnalyze) {
+    // A drop-in's sections extend the unit's: appended to the unit text, they verify the same way.
+    const result = verify(`${unitText}\n${dropIn!}\n`);
+    t.is(result.status, 0, result.stderr);
+    t.false(/rdld@geneva\.service/.test(result.stderr), result.stderr);
+  }
+  const walDir = /^#\s+wal_dir = "([^"]+)"$/m.exec(operations)?.[1];
+  t.is(walDir, '/srv/rdl-wal/geneva');
+  const example = readFileSync(join(packageRoot, 'systemd/geneva.toml'), 'utf8');
+  const config = loadConfig({ fileText: `${example}\n[storage]\nwal_dir = "${walDir!}"\n`, env: {} });
+  t.is(config.storage.walDir, '/srv/rdl-wal/geneva');
 });
