@@ -85,8 +85,9 @@ function httpStatus(port: number, path: string): Promise<number> {
 
 /**
  * Starts geneva, gland and lucerne as real `node packages/daemon/dist/src/main.js` processes with
- * fresh data directories under `workDir` (and, with `walRoot`, their WALs under it) and ports reserved just before, and waits until all three
- * answer `GET /readyz` with 200 (a leader is known and each has applied what it knows committed).
+ * fresh data directories under `workDir` (and, with `walRoot`, their WALs under it) and ports
+ * reserved just before, and waits until all three answer `GET /readyz` with 200 (a leader is known
+ * and each has applied what it knows committed).
  */
 export async function startRdlCluster(
   workDir: string,
