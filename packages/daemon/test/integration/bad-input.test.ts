@@ -40,7 +40,13 @@ const read = (volume: string, offset: number, length: number) => ({
 });
 
 test.serial('bad requests get coded errors and the daemons keep serving', async (t) => {
+  // A hang fails this test with the last step reached (AVA prints the log of a failed test), not
+  // the whole run after AVA's two idle minutes.
+  t.timeout(90_000, 'bad-input: the last "step" logged is where it stopped');
+  const t0 = Date.now();
+  const step = (what: string): void => t.log(`${Date.now() - t0} ms: ${what}`);
   const leader = await cluster.waitForLeader();
+  step(`leader ${leader}`);
   const client = cluster.member(leader).client;
   await client.call('createVolume', { name: 'vol', sizeBytes: 64 * 1024 });
 
@@ -68,6 +74,7 @@ test.serial('bad requests get coded errors and the daemons keep serving', async 
   const badRegion = await t.throwsAsync(client.call('transferLeader', { region: 'atlantis' }));
   t.is((badRegion as CallError).code, 'INVALID_ARGUMENT');
 
+  step('unary calls done');
   // IO requests: per-request errors on a stream that keeps working.
   const io = client.io();
   const cases: [object, string][] = [
@@ -135,6 +142,7 @@ test.serial('bad requests get coded errors and the daemons keep serving', async 
     t.false(response.ok, JSON.stringify(request).slice(0, 120));
     t.is(response.error?.code, code, JSON.stringify(request).slice(0, 120));
   }
+  step('per-request IO errors done');
   // The same cases in one batch, between valid requests: an answer per request, in one stream.
   // (Those refused by the store need a slot of the window of 4: one of them is enough here.)
   const mixedCases = [cases[0], ...cases.slice(3, 8)];
@@ -145,6 +153,7 @@ test.serial('bad requests get coded errors and the daemons keep serving', async 
     mixed.map((r) => (r.ok ? 'ok' : r.error?.code)),
     ['ok', ...mixedCases.map(([, code]) => code), 'ok'],
   );
+  step('mixed batch done');
   // More requests in flight than the stream allows: the excess is refused, not queued, whether
   // they come one per message or in one batch.
   const burst = await Promise.all(Array.from({ length: 12 }, () => io.request(read('vol', 0, 4096))));
@@ -154,6 +163,7 @@ test.serial('bad requests get coded errors and the daemons keep serving', async 
   t.is(burstBatch.filter((r) => r.error?.code === 'RESOURCE_EXHAUSTED').length, 8, 'a window of 4: 8 of 12 refused');
   t.is(burstBatch.filter((r) => r.ok).length, 4);
   t.is(io.failure, null, 'per-request errors leave the stream open');
+  step('bursts done');
   // A write still works on the same stream.
   const ok = await io.request({
     op: 'write',
@@ -168,6 +178,7 @@ test.serial('bad requests get coded errors and the daemons keep serving', async 
   t.true(ok.ok, JSON.stringify(ok.error));
   io.end();
 
+  step('write on the same stream done');
   // Undecodable bytes on the Io stream, malformed batches, a request without an id: the stream
   // fails with a code.
   const garbage = await client.io().writeRaw(Buffer.from([0xc1, 0xc1]));
@@ -184,16 +195,26 @@ test.serial('bad requests get coded errors and the daemons keep serving', async 
     .io()
     .writeRaw(packr.pack({ requests: [{ op: 'read', volume: 'vol', offset: 0, length: 1 }] }));
   t.is(noId.code, 'INVALID_ARGUMENT');
-  // A duplicate id while the first is in flight.
-  const dupStream = client.io();
-  dupStream.request({ ...read('vol', 0, 4096), id: 7 }).catch(() => undefined);
-  const dup = await dupStream.writeRaw(packr.pack({ requests: [{ ...read('vol', 0, 4096), id: 7 }] }));
+  step('malformed streams done');
+  // The same id twice in one message. (An id repeated in a later message while the first is still
+  // in flight fails the same way; test/unit/io-deadline.test.ts holds a read in flight for that:
+  // here a read can finish before the second message arrives, and the stream then stays open.)
+  const dup = await client.io().writeRaw(
+    packr.pack({
+      requests: [
+        { ...read('vol', 0, 4096), id: 7 },
+        { ...read('vol', 4096, 4096), id: 7 },
+      ],
+    }),
+  );
   t.is(dup.code, 'INVALID_ARGUMENT');
-
+  t.regex(dup.message, /already in flight/);
+  step('duplicate id done');
   // A message above the API's size limit is refused by gRPC before it reaches the handler.
   const huge = await t.throwsAsync(client.callRaw('createVolume', Buffer.alloc(6 * 1024 * 1024)));
   t.is((huge as CallError).code, 'RESOURCE_EXHAUSTED');
 
+  step('oversized message done');
   // The peer service: garbage frames and a forged sender on a stream claiming to come from a peer.
   const follower = [...cluster.members.values()].find((m) => m.region !== leader)!;
   const peerClient = new Client(`127.0.0.1:${follower.peerPort}`, credentials.createInsecure());
@@ -208,18 +229,28 @@ test.serial('bad requests get coded errors and the daemons keep serving', async 
     metadata,
   );
   const notices: string[] = [];
+  // What the stream did, for the failure message if no notice comes.
+  const events: string[] = [];
   stream.on('data', (frame: Buffer) => {
     const notice = decodeNotice(frame);
+    events.push(`data ${frame.length} B${notice ? ` notice ${notice.code}` : ''}`);
     if (notice) notices.push(notice.code);
   });
-  stream.on('error', () => undefined);
+  stream.on('metadata', () => events.push('metadata'));
+  stream.on('status', (status: { code: number; details: string }) =>
+    events.push(`status ${status.code} ${status.details}`),
+  );
+  stream.on('error', (error: Error) => events.push(`error ${error.message}`));
   // A frame of the right format version that announces a message it does not hold (truncated).
   const truncated = Buffer.from(encodeFrame([]));
   truncated.writeUInt32LE(1, 4);
-  stream.write(truncated);
-  await waitFor(() => notices.length >= 1, 'a notice for the garbage frame');
+  stream.write(truncated, () => events.push('written'));
+  await waitFor(() => notices.length >= 1, 'a notice for the garbage frame').catch((error: Error) => {
+    throw new Error(`${error.message}; the stream's events: ${events.join(', ') || 'none'}`);
+  });
   t.is(notices[0], 'DAEMON_PEER_MESSAGE_INVALID');
   stream.end();
+  step('garbage peer frame noticed');
   const forged = new Metadata();
   forged.set('rdl-peer-from', 'mallory');
   forged.set('rdl-peer-to', follower.region);
@@ -233,9 +264,11 @@ test.serial('bad requests get coded errors and the daemons keep serving', async 
   const refusal = await new Promise<{ metadata: Metadata }>((resolve) => refused.on('error', resolve));
   t.deepEqual(refusal.metadata.get('rdl-code'), ['DAEMON_PEER_IDENTITY_MISMATCH']);
   peerClient.close();
+  step('forged sender refused');
   const rejected = await (await fetch(`http://127.0.0.1:${follower.metricsPort}/metrics`)).text();
   t.regex(rejected, /rdl_peer_messages_rejected_total\{[^}]*code="DAEMON_PEER_MESSAGE_INVALID"[^}]*\} [1-9]/);
 
+  step('peer refusals counted');
   // Everyone is still alive and the cluster still serves reads and writes.
   for (const member of cluster.members.values()) t.not(member.process, null, `${member.region} is running`);
   const after = client.io();

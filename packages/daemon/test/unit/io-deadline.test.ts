@@ -1,8 +1,9 @@
 // Proves the Io stream's deadlines without a signal per request: against a Raft node whose
 // proposals and reads never finish, a write and a read on a real gRPC stream (127.0.0.1, port 0)
 // are each answered DEADLINE_EXCEEDED within a bounded time after the request timeout, while a
-// request that does finish is answered ok; and the in-flight slots come back (a later request fits
-// in a daemon budget of two).
+// request that does finish is answered ok; the in-flight slots come back (a later request fits
+// in a daemon budget of two); and an id sent again while its request is still in flight fails the
+// stream with INVALID_ARGUMENT.
 import { Server, ServerCredentials, credentials, makeGenericClientConstructor } from '@grpc/grpc-js';
 import type { ClientDuplexStream } from '@grpc/grpc-js';
 import test from 'ava';
@@ -114,6 +115,25 @@ test('Io requests that never finish get DEADLINE_EXCEEDED; finished ones ok; slo
     send({ id: 4, op: 'read', volume: 'v', offset: 0, length: 4096 });
     t.true((await waitFor(3)).response.ok);
     t.true((await waitFor(4)).response.ok);
+
+    // An id still in flight (a read that never finishes), sent again in a later message: the
+    // stream fails with INVALID_ARGUMENT. Here the first request cannot finish before the second
+    // arrives; against a real cluster a fast read could, and the check would not be reached.
+    isHanging = true;
+    const other = (client as unknown as { io(): ClientDuplexStream<IoRequestBatch, IoResponseBatch> }).io();
+    const failure = new Promise<{ code: number; details: string }>((resolve) => other.on('error', resolve));
+    other.on('data', () => undefined);
+    other.write({ requests: [{ id: 9, op: 'read', volume: 'v', offset: 0, length: 4096 }] });
+    other.write({ requests: [{ id: 9, op: 'read', volume: 'v', offset: 4096, length: 4096 }] });
+    let timer: NodeJS.Timeout | undefined;
+    const error = await Promise.race([
+      failure,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error('the stream stayed open after the repeated id')), 10_000);
+      }),
+    ]).finally(() => clearTimeout(timer));
+    t.is(error.code, 3, 'INVALID_ARGUMENT');
+    t.regex(error.details, /IO request id 9 is already in flight on this stream/);
   } finally {
     stream.end();
     client.close();

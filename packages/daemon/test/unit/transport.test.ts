@@ -416,8 +416,19 @@ test('streams between daemons of different protocol versions are refused both wa
   await waitFor(async () => (await refusals()) >= refusedHere + 2, 'two refused attempts');
   t.true(accepted >= 2);
   t.false(a.transport.gauges().isConnected.gland);
+  // What it would send is dropped, never delivered: at once while it waits to retry ('unreachable'),
+  // or, when a retry is already dialling (a loaded machine), at that attempt's refusal
+  // ('disconnected'). Asserting an empty queue right after the send failed under load.
+  const dropped = async (): Promise<number> =>
+    (await counter(a.metrics, 'rdl_peer_messages_dropped_total', { peer: 'gland', reason: 'unreachable' })) +
+    (await counter(a.metrics, 'rdl_peer_messages_dropped_total', { peer: 'gland', reason: 'disconnected' }));
+  const droppedBefore = await dropped();
   a.transport.send([msg('geneva', 'gland', 1)]);
-  t.is(a.transport.gauges().queuedMessages.gland, 0);
+  await waitFor(
+    async () => a.transport.gauges().queuedMessages.gland === 0 && (await dropped()) > droppedBefore,
+    'the message to the version-1 peer dropped',
+  );
+  t.false(a.transport.gauges().isConnected.gland);
 });
 
 test('frame memory is reused once every frame of its slab was released, not before', (t) => {
