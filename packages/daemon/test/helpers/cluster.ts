@@ -14,6 +14,47 @@ import { RDLD_ENVIRONMENT, RDLD_NODE_FLAGS } from '../../src/node-flags.js';
 import { BlockClient } from './block-client.js';
 import { freePorts, waitFor } from './ports.js';
 
+/**
+ * A watchdog process that SIGKILLs the daemons this test process started once the test process is
+ * gone. AVA ends a run that times out without running `after.always` hooks (the tests' cleanup),
+ * and the daemons then kept running, taking CPU from whatever ran next. The watchdog learns each
+ * daemon's pid on its stdin (`+pid`, `-pid` once it exited); when the test process exits, however
+ * it exits, that pipe closes and the watchdog kills what is left.
+ */
+const WATCHDOG_SOURCE = `
+const pids = new Set();
+let pending = '';
+process.stdin.on('data', (chunk) => {
+  pending += chunk;
+  for (let i = pending.indexOf('\\n'); i >= 0; i = pending.indexOf('\\n')) {
+    const line = pending.slice(0, i);
+    pending = pending.slice(i + 1);
+    const pid = Number(line.slice(1));
+    if (line[0] === '+') pids.add(pid);
+    else pids.delete(pid);
+  }
+});
+process.stdin.on('end', () => {
+  for (const pid of pids) {
+    try { process.kill(pid, 'SIGKILL'); } catch {}
+  }
+  process.exit(0);
+});
+`;
+let watchdog: ChildProcess | null = null;
+
+/** Tells the watchdog that `pid` runs (`isRunning`) or has exited. */
+function watch(pid: number | undefined, isRunning: boolean): void {
+  if (pid === undefined) return;
+  if (watchdog === null) {
+    watchdog = spawn(process.execPath, ['-e', WATCHDOG_SOURCE], { stdio: ['pipe', 'ignore', 'ignore'] });
+    // Neither the process nor its pipe may keep this test process alive.
+    watchdog.unref();
+    (watchdog.stdin as unknown as { unref(): void }).unref();
+  }
+  watchdog.stdin!.write(`${isRunning ? '+' : '-'}${pid}\n`);
+}
+
 /** bin/rdld.js, from dist/test/helpers. */
 export const RDLD_BIN = fileURLToPath(new URL('../../../bin/rdld.js', import.meta.url));
 
@@ -93,8 +134,10 @@ export class Cluster {
     child.stdout.pipe(log, { end: false });
     child.stderr.pipe(log, { end: false });
     member.process = child;
+    watch(child.pid, true);
     member.exited = new Promise((resolve) => {
       child.on('exit', (code, signal) => {
+        watch(child.pid, false);
         member.process = null;
         resolve({ code, signal });
       });
