@@ -11,19 +11,22 @@
  * a coded error instead. The same check guards the default layout (`<data_dir>/wal`), where the
  * WAL can still be deleted by hand.
  *
- * How: a random id, written durably into LevelDB (key `WAL-binding`) and into `rdl-wal.json` in
- * the WAL directory. LevelDB's record is written first; the WAL's file appears atomically and
- * exclusively (`link(2)` of a synced temporary file, which fails if the name exists), so two
- * daemons with different data directories can never both bind one WAL directory. (LevelDB's `LOCK`
- * already keeps two daemons off one data directory, and the daemon takes it before this runs.)
+ * How: a random id, written durably into `rdl-wal.json` in the WAL directory and then into LevelDB
+ * (key `WAL-binding`). The WAL's file appears atomically and exclusively (`link(2)` of a synced
+ * temporary file, which fails if the name exists), so two daemons with different data directories
+ * can never both bind one WAL directory. (LevelDB's `LOCK` already keeps two daemons off one data
+ * directory, and the daemon takes it before this runs.) The WAL's file comes first so that
+ * LevelDB's record without it can only mean a lost WAL, never an interrupted bind.
  *
  * At start-up (after a legacy Raft log was migrated, before anything loads the WAL):
  * - both ids present: they must be equal, else `DAEMON_WAL_MISMATCH`;
- * - only LevelDB's: the bind was interrupted after its first write, or the WAL is gone. If the
- *   WAL directory holds segments, or LevelDB holds nothing but the binding (a new daemon that
- *   stopped mid-bind), the WAL's file is written now; otherwise `DAEMON_WAL_MISSING`;
- * - only the WAL's: it belongs to another data directory (or this one was emptied or replaced):
- *   `DAEMON_WAL_MISMATCH`;
+ * - only LevelDB's: the WAL is gone (`DAEMON_WAL_MISSING`), even when LevelDB holds nothing else:
+ *   a daemon that never applied an entry may still have voted;
+ * - only the WAL's: a bind stopped between its two writes, if the WAL's file names this data
+ *   directory and the two halves agree (no segments and nothing in LevelDB: a new daemon; both:
+ *   a data directory of an rdld without the binding, bound on its first start), and LevelDB's
+ *   record is written now. Otherwise the WAL belongs to another data directory, or this one was
+ *   emptied or replaced: `DAEMON_WAL_MISMATCH` (`DAEMON_WAL_MISSING` when only LevelDB has state);
  * - neither (a new daemon, or one upgraded from an rdld without the binding): if LevelDB holds
  *   state but the WAL directory holds no segments, the log is gone: `DAEMON_WAL_MISSING`;
  *   otherwise both records are written.
@@ -55,7 +58,7 @@ export interface WalBinding {
 /** What `bindWal` found or did, for the start-up log line. */
 export type WalBindingResult =
   | { readonly status: 'bound'; readonly id: string } // a new binding was written (both sides)
-  | { readonly status: 'completed'; readonly id: string } // LevelDB's record existed; the WAL's was written
+  | { readonly status: 'completed'; readonly id: string } // the WAL's file existed; LevelDB's record was written
   | { readonly status: 'verified'; readonly id: string };
 
 export interface BindWalOptions {
@@ -162,17 +165,21 @@ export async function bindWal(db: Database, walDirectory: string, options: BindW
     if (inDatabase.id === inWal.id) return { status: 'verified', id: inDatabase.id };
     throw mismatch(walDirectory, options, inDatabase, inWal);
   }
-  if (inDatabase === null && inWal !== null) throw mismatch(walDirectory, options, null, inWal);
+  // LevelDB's record is written after the WAL's file: without the file, the WAL was lost.
+  if (inDatabase !== null) throw missing(walDirectory, options, inDatabase);
 
   try {
-    const hasSegments = await walHasSegments(walDirectory);
-    if (inDatabase !== null) {
-      if (!hasSegments && (await databaseHasState(db))) throw missing(walDirectory, options, inDatabase);
-      const result = await createWalBindingFile(walDirectory, inDatabase);
-      if (result.id !== inDatabase.id) throw mismatch(walDirectory, options, inDatabase, result);
-      return { status: 'completed', id: inDatabase.id };
+    const [hasSegments, hasState] = await Promise.all([walHasSegments(walDirectory), databaseHasState(db)]);
+    if (inWal !== null) {
+      const isOurs = inWal.dataDir === options.dataDirectory;
+      if (isOurs && hasSegments === hasState) {
+        await db.put(WAL_BINDING_KEY, Buffer.from(JSON.stringify(inWal)), { sync: true });
+        return { status: 'completed', id: inWal.id };
+      }
+      if (hasState && !hasSegments) throw missing(walDirectory, options, null);
+      throw mismatch(walDirectory, options, null, inWal);
     }
-    if (!hasSegments && (await databaseHasState(db))) throw missing(walDirectory, options, null);
+    if (hasState && !hasSegments) throw missing(walDirectory, options, null);
     const binding: WalBinding = {
       format: BINDING_FORMAT,
       id: randomUUID(),
@@ -181,10 +188,9 @@ export async function bindWal(db: Database, walDirectory: string, options: BindW
       walDir: walDirectory,
       boundAt: new Date().toISOString(),
     };
-    // LevelDB first: a WAL file without LevelDB's record would read as another daemon's WAL.
-    await db.put(WAL_BINDING_KEY, Buffer.from(JSON.stringify(binding)), { sync: true });
     const result = await createWalBindingFile(walDirectory, binding);
-    if (result.id !== binding.id) throw mismatch(walDirectory, options, binding, result);
+    if (result.id !== binding.id) throw mismatch(walDirectory, options, null, result);
+    await db.put(WAL_BINDING_KEY, Buffer.from(JSON.stringify(binding)), { sync: true });
     return { status: 'bound', id: binding.id };
   } catch (error) {
     throw wrap(error, walDirectory);
@@ -204,10 +210,13 @@ function wrap(error: unknown, walDirectory: string): Error {
 }
 
 function missing(walDirectory: string, options: BindWalOptions, inDatabase: WalBinding | null): Error {
+  const what =
+    inDatabase === null
+      ? `holds no Raft log, but the data directory ${options.dataDirectory} holds state built from one`
+      : `holds no ${WAL_BINDING_FILE}, so not the Raft log the data directory ${options.dataDirectory} was bound to (${describe(inDatabase)})`;
   return storageError(
     StorageErrorCode.WalMissing,
-    `the WAL directory ${walDirectory} holds no Raft log, but the data directory ${options.dataDirectory} holds ` +
-      `state built from one${inDatabase === null ? '' : ` (${describe(inDatabase)})`}. Starting would forget this ` +
+    `the WAL directory ${walDirectory} ${what}. Starting would forget this ` +
       `region's vote and the entries it acknowledged. Check that storage.wal_dir names the right directory and ` +
       `that its file system is mounted; to rebuild this region from its peers instead, see docs/operations.md ` +
       `"Recovery".`,

@@ -1,11 +1,12 @@
 // Proves the binding between a data directory's LevelDB and its Raft WAL (wal-binding.ts): a new
 // pair is bound on both sides and verified on the next start; a WAL directory emptied (an unmounted
 // device, a wrong path) under a data directory with state is refused with DAEMON_WAL_MISSING, with
-// or without a binding recorded; another data directory's WAL, and a bound WAL under an emptied
-// data directory, are refused with DAEMON_WAL_MISMATCH; an interrupted bind (LevelDB's record
-// written, the WAL's file not) completes; a data directory from an rdld without the binding is
-// bound on its first start; and two new data directories binding one WAL directory at the same time
-// cannot both succeed.
+// or without a binding recorded, and so is LevelDB's record without the WAL's file even before any
+// state; another data directory's WAL, and a bound WAL under an emptied data directory, are refused
+// with DAEMON_WAL_MISMATCH; an interrupted bind (the WAL's file written, LevelDB's record not)
+// completes only for the data directory the file names; a data directory from an rdld without the
+// binding is bound on its first start; and two new data directories binding one WAL directory at
+// the same time cannot both succeed.
 import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -60,7 +61,7 @@ test('an emptied WAL directory under a data directory with state is refused (DAE
   await mkdir(walDirectory);
   const error = await t.throwsAsync(bindWal(db, walDirectory, options(dataDirectory)));
   t.is((error as { code?: string }).code, 'DAEMON_WAL_MISSING');
-  t.regex(error!.message, /holds no Raft log/);
+  t.regex(error!.message, /holds no rdl-wal\.json/);
   t.regex(error!.message, /storage\.wal_dir/);
   // Nothing was written into the empty directory.
   t.deepEqual(await readdir(walDirectory), []);
@@ -93,27 +94,50 @@ test("another data directory's WAL is refused (DAEMON_WAL_MISMATCH), and so is a
   await a.db.close();
 });
 
-test("a bind interrupted after LevelDB's record completes; a lost WAL is still refused then", async (t) => {
-  // A new daemon stopped between the two writes: LevelDB's record only, nothing else anywhere.
+test("a bind interrupted after the WAL's file completes, for this data directory only", async (t) => {
+  // A new daemon stopped between the two writes: the WAL's file only, nothing else anywhere.
   const { dataDirectory, walDirectory, db } = await pair();
   const record = { format: 1, id: 'interrupted-1', region: 'gland', dataDir: dataDirectory, walDir: walDirectory };
-  await db.put(WAL_BINDING_KEY, Buffer.from(JSON.stringify({ ...record, boundAt: 'x' })));
+  await mkdir(walDirectory, { recursive: true });
+  await writeFile(join(walDirectory, WAL_BINDING_FILE), JSON.stringify({ ...record, boundAt: 'x' }));
   t.deepEqual(await bindWal(db, walDirectory, options(dataDirectory)), { status: 'completed', id: 'interrupted-1' });
-  t.is(JSON.parse(await readFile(join(walDirectory, WAL_BINDING_FILE), 'utf8')).id, 'interrupted-1');
+  t.is(JSON.parse((await db.get(WAL_BINDING_KEY))!.toString()).id, 'interrupted-1');
+  t.is((await bindWal(db, walDirectory, options(dataDirectory))).status, 'verified');
 
-  // An upgraded daemon stopped between the two writes: state and segments, LevelDB's record only.
+  // An upgraded daemon stopped between the two writes: state and segments, the WAL's file only.
+  const upgraded = await pair();
+  await addState(upgraded.db, upgraded.walDirectory);
+  const upgradedRecord = { ...record, id: 'interrupted-2', dataDir: upgraded.dataDirectory };
+  await writeFile(join(upgraded.walDirectory, WAL_BINDING_FILE), JSON.stringify(upgradedRecord));
+  t.is((await bindWal(upgraded.db, upgraded.walDirectory, options(upgraded.dataDirectory))).status, 'completed');
+
+  // The same file naming another data directory (the loser of a bind race, restarted before the
+  // winner wrote a segment) is not completed.
   const other = await pair();
-  await addState(other.db, other.walDirectory);
-  await other.db.put(WAL_BINDING_KEY, Buffer.from(JSON.stringify({ ...record, id: 'interrupted-2' })));
-  t.is((await bindWal(other.db, other.walDirectory, options(other.dataDirectory))).status, 'completed');
-
-  // But LevelDB's record with state, and a WAL directory without segments: the log is gone.
-  await rm(other.walDirectory, { recursive: true });
+  await mkdir(other.walDirectory, { recursive: true });
+  await writeFile(join(other.walDirectory, WAL_BINDING_FILE), JSON.stringify({ ...record, id: 'theirs' }));
   const error = await t.throwsAsync(bindWal(other.db, other.walDirectory, options(other.dataDirectory)));
-  t.is((error as { code?: string }).code, 'DAEMON_WAL_MISSING');
-  t.regex(error!.message, /interrupted-2/);
+  t.is((error as { code?: string }).code, 'DAEMON_WAL_MISMATCH');
+  t.is(await other.db.get(WAL_BINDING_KEY), undefined);
   await db.close();
+  await upgraded.db.close();
   await other.db.close();
+});
+
+test("LevelDB's record without the WAL's file is DAEMON_WAL_MISSING, even before any state: a new daemon may have voted", async (t) => {
+  const { dataDirectory, walDirectory, db } = await pair();
+  await bindWal(db, walDirectory, options(dataDirectory));
+  // Nothing applied yet; the WAL directory emptied (or another, empty one configured).
+  await rm(walDirectory, { recursive: true });
+  const error = await t.throwsAsync(bindWal(db, walDirectory, options(dataDirectory)));
+  t.is((error as { code?: string }).code, 'DAEMON_WAL_MISSING');
+  t.regex(error!.message, new RegExp(`holds no ${WAL_BINDING_FILE.replace('.', '\\.')}`));
+  // Segments without the binding file (the file deleted by hand): refused the same way.
+  await addState(db, walDirectory);
+  const again = await t.throwsAsync(bindWal(db, walDirectory, options(dataDirectory)));
+  t.is((again as { code?: string }).code, 'DAEMON_WAL_MISSING');
+  t.deepEqual(await readdir(walDirectory), ['0000000000000001.wal'], 'nothing written');
+  await db.close();
 });
 
 test('a data directory of an rdld without the binding is bound on its first start, unless its WAL is gone', async (t) => {
