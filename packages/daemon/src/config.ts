@@ -404,7 +404,7 @@ export const configOptions: readonly ConfigOption[] = [
     'storage.wal_dir',
     'optional-path',
     null,
-    "Directory of the Raft write-ahead log (every write is fsynced there before it is acknowledged). Empty (the default) means `<data_dir>/wal`. Give it a device of its own, as etcd advises for its `--wal-dir`: the WAL's synced writes then do not queue behind LevelDB's flushes and compactions. Must not be `data_dir` itself or inside `<data_dir>/db`. rdld refuses to start on a WAL that is not its data directory's (`DAEMON_WAL_MISMATCH`) or on an empty one when the data directory holds state (`DAEMON_WAL_MISSING`).",
+    "Directory of the Raft write-ahead log (every write is fsynced there before it is acknowledged). Empty (the default) means `<data_dir>/wal`. Give it a device of its own, as etcd advises for its `--wal-dir`: the WAL's synced writes then do not queue behind LevelDB's flushes and compactions. Must not be `data_dir` itself or inside `<data_dir>/db`. rdld refuses to start on a WAL that is not its data directory's (`DAEMON_WAL_MISMATCH`) or on one without its log when the data directory holds state or a binding (`DAEMON_WAL_MISSING`).",
   ),
   option(
     'storage.wal_segment_bytes',

@@ -22,7 +22,7 @@ export const StorageErrorCode = {
   WalRecordTooLarge: 'DAEMON_WAL_RECORD_TOO_LARGE',
   /** A data directory written by an older rdld cannot be migrated to the WAL (or the migration failed). */
   WalMigrationFailed: 'DAEMON_WAL_MIGRATION_FAILED',
-  /** The WAL directory holds no Raft log, but the data directory holds state built from one (wal-binding.ts). */
+  /** The WAL directory holds no Raft log (or not its binding file), but the data directory holds state or a binding (wal-binding.ts). */
   WalMissing: 'DAEMON_WAL_MISSING',
   /** The WAL directory belongs to another data directory, or the data directory to another WAL (wal-binding.ts). */
   WalMismatch: 'DAEMON_WAL_MISMATCH',

@@ -32,7 +32,7 @@
  *   otherwise both records are written.
  */
 import { randomUUID } from 'node:crypto';
-import { link, mkdir, open, readFile, readdir, unlink } from 'node:fs/promises';
+import { link, mkdir, open, readFile, unlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Database } from './database.js';
 import { StorageErrorCode, storageError, walDirectoryUnusable } from './errors.js';
@@ -110,12 +110,7 @@ async function databaseHasState(db: Database): Promise<boolean> {
 }
 
 async function walHasSegments(walDirectory: string): Promise<boolean> {
-  try {
-    return (await readdir(walDirectory)).some((name) => segmentSeqOf(name) !== null);
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return false;
-    throw error;
-  }
+  return (await nodeWalFileSystem.list(walDirectory)).some((name) => segmentSeqOf(name) !== null);
 }
 
 /**
