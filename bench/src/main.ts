@@ -283,16 +283,11 @@ async function main(): Promise<number> {
       options.walRoot === null || runner.system === 'nbdkit'
         ? null
         : mkdtempSync(join(options.walRoot, `rdl-bench-${runner.system}-wal-`));
-    const untrackWork = options.isKeepData ? () => true : trackTempDir(workDir);
-    const untrackWal = options.isKeepData || walDir === null ? () => true : trackTempDir(walDir);
-    const untrack = (): void => {
-      untrackWork();
-      untrackWal();
-    };
-    const removeDirectories = (): void => {
-      if (options.isKeepData) return;
-      rmSync(workDir, { recursive: true, force: true });
-      if (walDir !== null) rmSync(walDir, { recursive: true, force: true });
+    const directories = walDir === null ? [workDir] : [workDir, walDir];
+    const untracks = options.isKeepData ? [] : directories.map((d) => trackTempDir(d));
+    const cleanUp = (): void => {
+      if (!options.isKeepData) for (const d of directories) rmSync(d, { recursive: true, force: true });
+      for (const untrack of untracks) untrack();
     };
     let running: RunningSystem;
     try {
@@ -302,8 +297,7 @@ async function main(): Promise<number> {
       for (const w of workloads) {
         notes.set(w.name + suffix, { status: 'failed', reason: `start: ${describeError(err).split('\n')[0]}` });
       }
-      removeDirectories();
-      untrack();
+      cleanUp();
       return;
     }
     if (suffix === '') descriptions.set(runner.system, running.description);
@@ -325,8 +319,7 @@ async function main(): Promise<number> {
         const wal = walDir === null ? '' : ` (WALs in ${walDir})`;
         process.stderr.write(`bench: ${runner.system}: data and logs kept in ${workDir}${wal}\n`);
       }
-      removeDirectories();
-      untrack();
+      cleanUp();
     }
   };
 
